@@ -1,0 +1,66 @@
+SHELL := /bin/bash
+# lua-resty-nonblocking-ffi
+#
+#   make                build the module (and the example runtime) into build/
+#   make run            set up, then serve the demo on 127.0.0.1:$(PORT)
+#   make test           set up, then run every test
+#   make test-memcheck  the integration tests with the worker under valgrind
+
+NGINX_SRC  ?= /usr/share/nginx/src
+BUILD      := $(CURDIR)/build
+PORT       ?= 8080
+CFLAGS_MOD := -g -O2 -fPIC -Wall -Wextra -Werror
+MODULE     := $(BUILD)/ngx_http_lua_nonblocking_ffi_module.so
+EXAMPLE    := $(BUILD)/libnffi_example.so
+FIXTURES   := $(BUILD)/libnffi_legacy_echo.so $(BUILD)/libnffi_no_init.so
+LIB_CFLAGS := -g -O2 -fPIC -shared -Wall -Wextra -Werror \
+              -Wno-unused-parameter -Iinclude -pthread
+SRCS       := config $(wildcard src/*.c src/*.h include/*.h)
+PYTEST     ?= python3 -m pytest
+
+.PHONY: all deps run test test-unit test-integration test-memcheck clean
+
+all: $(MODULE) $(EXAMPLE) $(FIXTURES)
+
+# configure once per build tree; rebuilding the module takes a second
+$(BUILD)/nginx/objs/Makefile: config
+	rm -rf $(BUILD)/nginx
+	mkdir -p $(BUILD)
+	cp -r $(NGINX_SRC) $(BUILD)/nginx
+	cd $(BUILD)/nginx && . ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt='$(CFLAGS_MOD)' \
+	        --add-dynamic-module=$(CURDIR) >$(BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(BUILD)/nginx/objs/Makefile $(SRCS)
+	$(MAKE) -s -C $(BUILD)/nginx -f objs/Makefile modules
+	cp $(BUILD)/nginx/objs/ngx_http_lua_nonblocking_ffi_module.so $@
+
+$(EXAMPLE): examples/c/example.c include/nonblocking_ffi.h
+	mkdir -p $(BUILD)
+	$(CC) $(LIB_CFLAGS) -o $@ $<
+
+$(BUILD)/libnffi_%.so: tests/runtimes/%.c
+	mkdir -p $(BUILD)
+	$(CC) $(LIB_CFLAGS) -o $@ $<
+
+deps:
+	@scripts/deps.sh
+
+run: deps all
+	PORT=$(PORT) scripts/run-demo.sh
+
+test: deps all test-unit test-integration
+
+test-unit:
+	$(MAKE) -s -C tests/unit test
+
+test-integration: all
+	$(PYTEST) -q tests
+
+test-memcheck: deps all
+	NFFI_MEMCHECK=1 $(PYTEST) -q tests
+
+clean:
+	rm -rf $(BUILD)

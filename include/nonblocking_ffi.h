@@ -1,0 +1,158 @@
+/*
+ * lua-resty-nonblocking-ffi: the runtime-side ABI.
+ *
+ * A runtime is a shared library that Lua code in nginx loads with
+ * ngx.load_nonblocking_ffi(lib, cfg, opts).  It exports one function,
+ * lib_nonblocking_ffi_init(), starts its own threads there, and those
+ * threads poll the queue they were given, read each request and answer it.
+ * The functions below are exported by the nginx module
+ * (ngx_http_lua_nonblocking_ffi_module.so), which nginx loads with
+ * RTLD_GLOBAL: a runtime links against them without any library, they are
+ * resolved when the runtime is loaded.
+ *
+ * Every function here is thread-safe and may be called from any thread of
+ * the runtime, as often as needed, unless stated otherwise.
+ */
+
+#ifndef NONBLOCKING_FFI_H_INCLUDED
+#define NONBLOCKING_FFI_H_INCLUDED
+
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+
+/* the ABI described by this header; see ..._abi_version() */
+#define NONBLOCKING_FFI_ABI_VERSION  1
+
+
+/* levels of ngx_http_lua_nonblocking_ffi_log(), the same as nginx's */
+#define NONBLOCKING_FFI_LOG_EMERG    1
+#define NONBLOCKING_FFI_LOG_ALERT    2
+#define NONBLOCKING_FFI_LOG_CRIT     3
+#define NONBLOCKING_FFI_LOG_ERR      4
+#define NONBLOCKING_FFI_LOG_WARN     5
+#define NONBLOCKING_FFI_LOG_NOTICE   6
+#define NONBLOCKING_FFI_LOG_INFO     7
+#define NONBLOCKING_FFI_LOG_DEBUG    8
+
+
+/*
+ * Exported by the runtime.  Called once per (lib, cfg) pair in each nginx
+ * worker process, on the worker's main thread, with nginx's signals blocked
+ * (threads started here inherit that mask, which is what nginx needs).
+ *
+ * cfg  the cfg string given to ngx.load_nonblocking_ffi(), NUL-terminated,
+ *      or NULL when it was nil.  Valid only during this call: copy it.
+ * tq   the queue of this runtime: hand it to the poll functions.
+ *
+ * Return 0 when the runtime is ready; any other value makes the load fail
+ * with that value in the error message.  Must not block for long: the worker
+ * serves nobody while it runs.
+ *
+ * Libraries written for lua-resty-ffi may export libffi_init instead, with
+ * the same signature; it is used when lib_nonblocking_ffi_init is absent.
+ */
+int lib_nonblocking_ffi_init(char *cfg, void *tq);
+
+
+/*
+ * Takes the next task of queue tq, waiting (spinning briefly, then sleeping)
+ * until there is one.  Several threads may poll one queue.
+ *
+ * Returns NULL once the runtime is unloaded (runtime:__unload() or worker
+ * exit) and every task queued before that has been taken: from then on each
+ * call returns NULL at once, to every poller.  A runtime stops using tq when
+ * it sees NULL; tasks it already took may still be answered.
+ */
+void *ngx_http_lua_nonblocking_ffi_task_poll(void *tq);
+
+
+/*
+ * The request of a task: a pointer to len bytes (binary-safe, followed by a
+ * NUL that len does not count), or NULL with *len 0 when Lua passed nil.
+ * The memory belongs to the task and stays valid until the task is
+ * answered.  len may be NULL.
+ */
+char *ngx_http_lua_nonblocking_ffi_get_req(void *tsk, int *len);
+
+
+/*
+ * Answers a task, exactly once.  After the call the task must not be used.
+ *
+ * rc       0 for success: Lua sees "true, rsp".  Any other value is a
+ *          runtime error: Lua sees "false, rc, rsp".
+ * rsp      NULL (Lua sees nil) or memory from malloc(), which the module
+ *          owns and frees from now on, also when the call has no one
+ *          waiting any more.
+ * rsp_len  the number of bytes of rsp (binary-safe); 0 with a non-NULL rsp
+ *          means rsp is a NUL-terminated string; a negative value is a
+ *          runtime bug: rsp is freed and Lua sees
+ *          "false, 'runtime answered with a negative length'".
+ *
+ * A second answer to the same task, or an answer to something that is not
+ * a task waiting for its answer, is not delivered: it is logged as [alert]
+ * in the nginx error log and rsp is freed.
+ */
+void ngx_http_lua_nonblocking_ffi_respond(void *tsk, int rc, char *rsp,
+    int rsp_len);
+
+
+/* --- extensions (additive; the three calls above are all a runtime needs) */
+
+
+/* NONBLOCKING_FFI_ABI_VERSION of the loaded module. */
+int ngx_http_lua_nonblocking_ffi_abi_version(void);
+
+
+/*
+ * Like ..._task_poll(), but takes up to max tasks at once into tasks[].
+ * Returns how many it took (at least 1), or 0 once the runtime is unloaded
+ * and drained (the equivalent of NULL from ..._task_poll()).
+ */
+int ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks,
+    int max);
+
+
+/*
+ * The method name of the call that made this task ("foo" for
+ * runtime:foo(req)), NUL-terminated; *len (if len is not NULL) gets its
+ * length.  Valid until the task is answered.
+ */
+const char *ngx_http_lua_nonblocking_ffi_get_method(void *tsk, int *len);
+
+
+/*
+ * 1 when nobody waits for this task's answer any more (the call timed out,
+ * or its coroutine or request went away), else 0.  The task must still be
+ * answered (the answer is then dropped): a runtime may use this to stop
+ * long work early.
+ */
+int ngx_http_lua_nonblocking_ffi_task_cancelled(void *tsk);
+
+
+/*
+ * Writes msg (len bytes, or NUL-terminated when len is 0) to the error log
+ * of the nginx worker at the given level (NONBLOCKING_FFI_LOG_*), as nginx
+ * filters levels.  The message is copied and handed to the worker's main
+ * thread, which writes it: no nginx structure is touched from the calling
+ * thread.  When more than 10000 messages are waiting, new ones are dropped
+ * and the number dropped is logged.
+ */
+void ngx_http_lua_nonblocking_ffi_log(int level, const char *msg, int len);
+
+
+/* --- lua-resty-ffi compatibility: the same functions under its names */
+
+void *ngx_http_lua_ffi_task_poll(void *tq);
+char *ngx_http_lua_ffi_get_req(void *tsk, int *len);
+void ngx_http_lua_ffi_respond(void *tsk, int rc, char *rsp, int rsp_len);
+
+
+#ifdef __cplusplus
+}
+#endif
+
+
+#endif /* NONBLOCKING_FFI_H_INCLUDED */

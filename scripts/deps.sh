@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing need, only when it is missing.
+# Debian packages: stock nginx with lua-nginx-module, the nginx build tree,
+# build dependencies, load generator and memory checker.
+set -euo pipefail
+
+packages=(
+    nginx libnginx-mod-http-lua lua-resty-core nginx-dev
+    build-essential libpcre2-dev libssl-dev zlib1g-dev
+    wrk valgrind curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
+            | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    # the package starts a system nginx on port 80; we run our own
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+        >/dev/null
+fi
+
+if ! python3 -c 'import pytest' 2>/dev/null; then
+    echo "deps: installing pytest"
+    python3 -m pip install -q pytest
+fi

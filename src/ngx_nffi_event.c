@@ -1,0 +1,268 @@
+/*
+ * The bridge from runtime threads back into the worker's event loop.
+ *
+ * Runtime threads push answered tasks (and log messages) on lock-free
+ * stacks and write the worker's eventfd only when a stack goes from empty
+ * to non-empty; the read handler takes everything in one go.  In the other
+ * direction, runtimes that sleep are woken once per event-loop iteration by
+ * a posted event, however many calls were posted to them in it.
+ */
+
+#include "ngx_nffi.h"
+
+#include <sys/eventfd.h>
+
+
+/* messages waiting beyond this are dropped (and counted) */
+#define NGX_NFFI_LOG_MAX_PENDING  10000
+
+
+typedef struct {
+    ngx_nffi_node_t      node;
+    int                  level;
+    size_t               len;
+    u_char               msg[1];
+} ngx_nffi_log_entry_t;
+
+
+static void ngx_nffi_event_wake_worker(void);
+static void ngx_nffi_event_read_handler(ngx_event_t *ev);
+static void ngx_nffi_event_take_answers(void);
+static void ngx_nffi_event_write_logs(void);
+static void ngx_nffi_event_wake_runtimes(ngx_event_t *ev);
+
+
+static ngx_nffi_stack_t     ngx_nffi_answers;
+static ngx_nffi_stack_t     ngx_nffi_logs;
+static int                  ngx_nffi_logs_pending;
+static int                  ngx_nffi_logs_dropped;
+
+/* the eventfd; the mutex keeps a late writer off a closed descriptor */
+static pthread_mutex_t      ngx_nffi_wake_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int                  ngx_nffi_wake_fd = -1;
+static ngx_connection_t    *ngx_nffi_wake_conn;
+
+static ngx_event_t          ngx_nffi_runtime_wake_event;
+static ngx_nffi_runtime_t  *ngx_nffi_runtimes_to_wake;
+
+
+ngx_int_t
+ngx_nffi_event_init(ngx_cycle_t *cycle)
+{
+    int                fd;
+    ngx_connection_t  *c;
+
+    fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "nonblocking_ffi: eventfd() failed");
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, cycle->log);
+    if (c == NULL) {
+        close(fd);
+        return NGX_ERROR;
+    }
+
+    c->read->handler = ngx_nffi_event_read_handler;
+    c->read->log = cycle->log;
+    c->write->log = cycle->log;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
+        ngx_free_connection(c);
+        close(fd);
+        return NGX_ERROR;
+    }
+
+    ngx_nffi_runtime_wake_event.handler = ngx_nffi_event_wake_runtimes;
+    ngx_nffi_runtime_wake_event.log = cycle->log;
+    ngx_nffi_runtimes_to_wake = NULL;
+
+    pthread_mutex_lock(&ngx_nffi_wake_mutex);
+    ngx_nffi_wake_fd = fd;
+    pthread_mutex_unlock(&ngx_nffi_wake_mutex);
+
+    ngx_nffi_wake_conn = c;
+
+    return NGX_OK;
+}
+
+
+/*
+ * At worker exit, after the runtimes were told to stop: answers still in
+ * the queue are taken (their callers are gone), the eventfd is closed
+ * under the mutex so that a late answer finds no descriptor to write.
+ */
+
+void
+ngx_nffi_event_done(void)
+{
+    if (ngx_nffi_wake_conn == NULL) {
+        return;
+    }
+
+    if (ngx_nffi_runtime_wake_event.posted) {
+        ngx_delete_posted_event(&ngx_nffi_runtime_wake_event);
+    }
+
+    pthread_mutex_lock(&ngx_nffi_wake_mutex);
+    ngx_nffi_wake_fd = -1;
+    pthread_mutex_unlock(&ngx_nffi_wake_mutex);
+
+    ngx_close_connection(ngx_nffi_wake_conn);
+    ngx_nffi_wake_conn = NULL;
+
+    ngx_nffi_event_take_answers();
+    ngx_nffi_event_write_logs();
+}
+
+
+void
+ngx_nffi_event_push_done(ngx_nffi_task_t *t)
+{
+    if (ngx_nffi_stack_push(&ngx_nffi_answers, &t->node)) {
+        ngx_nffi_event_wake_worker();
+    }
+}
+
+
+void
+ngx_nffi_event_log(int level, const char *msg, size_t len)
+{
+    ngx_nffi_log_entry_t  *entry;
+
+    if (len == 0) {
+        len = strlen(msg);
+    }
+
+    if (__atomic_add_fetch(&ngx_nffi_logs_pending, 1, __ATOMIC_RELAXED)
+        > NGX_NFFI_LOG_MAX_PENDING)
+    {
+        __atomic_sub_fetch(&ngx_nffi_logs_pending, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&ngx_nffi_logs_dropped, 1, __ATOMIC_RELAXED);
+        return;
+    }
+
+    entry = malloc(sizeof(ngx_nffi_log_entry_t) + len);
+    if (entry == NULL) {
+        __atomic_sub_fetch(&ngx_nffi_logs_pending, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&ngx_nffi_logs_dropped, 1, __ATOMIC_RELAXED);
+        return;
+    }
+
+    entry->level = level;
+    entry->len = len;
+    memcpy(entry->msg, msg, len);
+
+    if (ngx_nffi_stack_push(&ngx_nffi_logs, &entry->node)) {
+        ngx_nffi_event_wake_worker();
+    }
+}
+
+
+void
+ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt)
+{
+    if (rt->wake_pending) {
+        return;
+    }
+
+    rt->wake_pending = 1;
+    rt->next_to_wake = ngx_nffi_runtimes_to_wake;
+    ngx_nffi_runtimes_to_wake = rt;
+
+    if (!ngx_nffi_runtime_wake_event.posted) {
+        ngx_post_event(&ngx_nffi_runtime_wake_event, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_nffi_event_wake_worker(void)
+{
+    uint64_t  one = 1;
+
+    pthread_mutex_lock(&ngx_nffi_wake_mutex);
+
+    if (ngx_nffi_wake_fd != -1) {
+        /* EAGAIN only when the counter is near 2^64: a wake is pending */
+        (void) !write(ngx_nffi_wake_fd, &one, sizeof(one));
+    }
+
+    pthread_mutex_unlock(&ngx_nffi_wake_mutex);
+}
+
+
+static void
+ngx_nffi_event_read_handler(ngx_event_t *ev)
+{
+    uint64_t           count;
+    ngx_connection_t  *c = ev->data;
+
+    /* the next write sets the counter again: read it before draining */
+    if (read(c->fd, &count, sizeof(count)) == -1 && ngx_errno != NGX_EAGAIN) {
+        ngx_log_error(NGX_LOG_ALERT, ev->log, ngx_errno,
+                      "nonblocking_ffi: read() from eventfd failed");
+    }
+
+    ngx_nffi_event_take_answers();
+    ngx_nffi_event_write_logs();
+}
+
+
+static void
+ngx_nffi_event_take_answers(void)
+{
+    ngx_nffi_node_t  *node, *next;
+
+    for (node = ngx_nffi_stack_take_all(&ngx_nffi_answers); node; node = next)
+    {
+        next = node->next;
+        ngx_nffi_task_answered((ngx_nffi_task_t *)
+                       ((u_char *) node - offsetof(ngx_nffi_task_t, node)));
+    }
+}
+
+
+static void
+ngx_nffi_event_write_logs(void)
+{
+    int                    dropped;
+    ngx_nffi_node_t       *node, *next;
+    ngx_nffi_log_entry_t  *entry;
+
+    for (node = ngx_nffi_stack_take_all(&ngx_nffi_logs); node; node = next) {
+        next = node->next;
+        entry = (ngx_nffi_log_entry_t *) node;
+
+        ngx_log_error((ngx_uint_t) entry->level, ngx_cycle->log, 0,
+                      "%*s", entry->len, entry->msg);
+
+        free(entry);
+        __atomic_sub_fetch(&ngx_nffi_logs_pending, 1, __ATOMIC_RELAXED);
+    }
+
+    dropped = __atomic_exchange_n(&ngx_nffi_logs_dropped, 0,
+                                  __ATOMIC_RELAXED);
+    if (dropped) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "nonblocking_ffi: %d runtime log messages dropped",
+                      dropped);
+    }
+}
+
+
+static void
+ngx_nffi_event_wake_runtimes(ngx_event_t *ev)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    while (ngx_nffi_runtimes_to_wake) {
+        rt = ngx_nffi_runtimes_to_wake;
+        ngx_nffi_runtimes_to_wake = rt->next_to_wake;
+        rt->wake_pending = 0;
+
+        ngx_nffi_queue_wake(&rt->queue);
+    }
+}

@@ -1,0 +1,270 @@
+/*
+ * Request queue and done stack; see ngx_nffi_queue.h.
+ */
+
+#include <sched.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "ngx_nffi_queue.h"
+
+
+/* a sleep shorter than this means a spin would have found the task */
+#define NGX_NFFI_SHORT_PARK_NS  200000
+
+
+static long long ngx_nffi_now_ns(void);
+static int ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
+    int max);
+static void ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q);
+static void ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q);
+
+
+int
+ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max)
+{
+    if (pthread_mutex_init(&q->mutex, NULL) != 0) {
+        return -1;
+    }
+
+    if (pthread_cond_init(&q->cond, NULL) != 0) {
+        pthread_mutex_destroy(&q->mutex);
+        return -1;
+    }
+
+    q->head = NULL;
+    q->tail = NULL;
+    q->length = 0;
+    q->sleepers = 0;
+    q->closed = 0;
+    q->spin_max = spin_max < 0 ? 0 : spin_max;
+    q->spin_budget = q->spin_max;
+
+    return 0;
+}
+
+
+void
+ngx_nffi_queue_destroy(ngx_nffi_queue_t *q)
+{
+    pthread_cond_destroy(&q->cond);
+    pthread_mutex_destroy(&q->mutex);
+}
+
+
+int
+ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node)
+{
+    int  sleeping;
+
+    node->next = NULL;
+
+    pthread_mutex_lock(&q->mutex);
+
+    if (q->tail) {
+        q->tail->next = node;
+
+    } else {
+        /* spinning consumers read head without the mutex */
+        __atomic_store_n(&q->head, node, __ATOMIC_RELEASE);
+    }
+
+    q->tail = node;
+    q->length++;
+    sleeping = q->sleepers > 0;
+
+    pthread_mutex_unlock(&q->mutex);
+
+    return sleeping;
+}
+
+
+void
+ngx_nffi_queue_wake(ngx_nffi_queue_t *q)
+{
+    pthread_mutex_lock(&q->mutex);
+
+    if (q->sleepers > 1 && q->length > 1) {
+        pthread_cond_broadcast(&q->cond);
+
+    } else if (q->sleepers > 0 && q->length > 0) {
+        pthread_cond_signal(&q->cond);
+    }
+
+    pthread_mutex_unlock(&q->mutex);
+}
+
+
+int
+ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
+{
+    int        n, round, budget;
+    long long  parked;
+
+    pthread_mutex_lock(&q->mutex);
+
+    for ( ;; ) {
+        if (q->head) {
+            n = ngx_nffi_queue_take(q, nodes, max);
+            pthread_mutex_unlock(&q->mutex);
+            return n;
+        }
+
+        if (q->closed) {
+            /* the other sleepers see it too: everyone gets the end */
+            pthread_cond_broadcast(&q->cond);
+            pthread_mutex_unlock(&q->mutex);
+            return 0;
+        }
+
+        budget = __atomic_load_n(&q->spin_budget, __ATOMIC_RELAXED);
+
+        if (budget > 0) {
+            pthread_mutex_unlock(&q->mutex);
+
+            for (round = 0; round < budget; round++) {
+                sched_yield();
+
+                if (__atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != NULL) {
+                    break;
+                }
+            }
+
+            pthread_mutex_lock(&q->mutex);
+
+            if (q->head) {
+                n = ngx_nffi_queue_take(q, nodes, max);
+                pthread_mutex_unlock(&q->mutex);
+                ngx_nffi_queue_spin_wanted(q);
+                return n;
+            }
+
+            ngx_nffi_queue_spin_wasted(q);
+
+            if (q->closed) {
+                continue;
+            }
+        }
+
+        parked = ngx_nffi_now_ns();
+
+        q->sleepers++;
+        pthread_cond_wait(&q->cond, &q->mutex);
+        q->sleepers--;
+
+        if (q->head && ngx_nffi_now_ns() - parked < NGX_NFFI_SHORT_PARK_NS) {
+            ngx_nffi_queue_spin_wanted(q);
+        }
+    }
+}
+
+
+void
+ngx_nffi_queue_close(ngx_nffi_queue_t *q)
+{
+    pthread_mutex_lock(&q->mutex);
+    q->closed = 1;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mutex);
+}
+
+
+static int
+ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
+{
+    int               n;
+    ngx_nffi_node_t  *node;
+
+    for (n = 0; n < max && q->head; n++) {
+        node = q->head;
+        __atomic_store_n(&q->head, node->next, __ATOMIC_RELAXED);
+        node->next = NULL;
+        nodes[n] = node;
+    }
+
+    if (q->head == NULL) {
+        q->tail = NULL;
+    }
+
+    q->length -= n;
+
+    /* tasks left and a consumer asleep: let it help */
+    if (q->head && q->sleepers > 0) {
+        pthread_cond_signal(&q->cond);
+    }
+
+    return n;
+}
+
+
+static void
+ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q)
+{
+    int  budget;
+
+    budget = __atomic_load_n(&q->spin_budget, __ATOMIC_RELAXED);
+    __atomic_store_n(&q->spin_budget, budget / 2, __ATOMIC_RELAXED);
+}
+
+
+static void
+ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q)
+{
+    int  budget;
+
+    budget = __atomic_load_n(&q->spin_budget, __ATOMIC_RELAXED);
+    budget = budget * 2 + 1;
+
+    if (budget > q->spin_max) {
+        budget = q->spin_max;
+    }
+
+    __atomic_store_n(&q->spin_budget, budget, __ATOMIC_RELAXED);
+}
+
+
+static long long
+ngx_nffi_now_ns(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (long long) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+
+int
+ngx_nffi_stack_push(ngx_nffi_stack_t *s, ngx_nffi_node_t *node)
+{
+    ngx_nffi_node_t  *top;
+
+    top = __atomic_load_n(&s->top, __ATOMIC_RELAXED);
+
+    do {
+        node->next = top;
+    } while (!__atomic_compare_exchange_n(&s->top, &top, node, 1,
+                                          __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+
+    return top == NULL;
+}
+
+
+ngx_nffi_node_t *
+ngx_nffi_stack_take_all(ngx_nffi_stack_t *s)
+{
+    ngx_nffi_node_t  *node, *next, *oldest_first;
+
+    node = __atomic_exchange_n(&s->top, NULL, __ATOMIC_ACQUIRE);
+    oldest_first = NULL;
+
+    while (node) {
+        next = node->next;
+        node->next = oldest_first;
+        oldest_first = node;
+        node = next;
+    }
+
+    return oldest_first;
+}

@@ -1,0 +1,73 @@
+/*
+ * The two queues between a worker and its runtimes.  Plain C and pthreads,
+ * no nginx headers, so that tests/unit can run them under ThreadSanitizer.
+ *
+ * ngx_nffi_queue_t  a runtime's request queue: FIFO, any number of
+ *                   producers and consumers; consumers spin adaptively,
+ *                   then sleep.
+ * ngx_nffi_stack_t  a worker's done queue: any thread pushes, one thread
+ *                   takes everything at once, in push order.
+ */
+
+#ifndef _NGX_NFFI_QUEUE_H_INCLUDED_
+#define _NGX_NFFI_QUEUE_H_INCLUDED_
+
+
+#include <pthread.h>
+
+
+typedef struct ngx_nffi_node_s  ngx_nffi_node_t;
+
+struct ngx_nffi_node_s {
+    ngx_nffi_node_t     *next;
+};
+
+
+typedef struct {
+    pthread_mutex_t      mutex;
+    pthread_cond_t       cond;
+    ngx_nffi_node_t     *head;
+    ngx_nffi_node_t     *tail;
+    unsigned             length;
+    unsigned             sleepers;
+    int                  closed;
+    /* sched_yield() rounds a consumer may spin before sleeping */
+    int                  spin_max;
+    int                  spin_budget;
+} ngx_nffi_queue_t;
+
+
+typedef struct {
+    ngx_nffi_node_t     *top;
+} ngx_nffi_stack_t;
+
+
+int ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max);
+void ngx_nffi_queue_destroy(ngx_nffi_queue_t *q);
+
+/*
+ * Appends a node; returns 1 when a consumer sleeps and should be woken
+ * with ngx_nffi_queue_wake(), which the caller may defer to batch wakes.
+ */
+int ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node);
+void ngx_nffi_queue_wake(ngx_nffi_queue_t *q);
+
+/*
+ * Takes up to max nodes, waiting until there is one.  Returns 0 once the
+ * queue is closed and empty.
+ */
+int ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
+    int max);
+
+/* No more pushes: consumers drain what is queued, then get 0. */
+void ngx_nffi_queue_close(ngx_nffi_queue_t *q);
+
+
+/* Returns 1 when the stack was empty before this push. */
+int ngx_nffi_stack_push(ngx_nffi_stack_t *s, ngx_nffi_node_t *node);
+
+/* Takes every node, oldest first (a list linked by next). */
+ngx_nffi_node_t *ngx_nffi_stack_take_all(ngx_nffi_stack_t *s);
+
+
+#endif /* _NGX_NFFI_QUEUE_H_INCLUDED_ */

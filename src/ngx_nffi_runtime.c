@@ -1,0 +1,361 @@
+/*
+ * Runtimes, and the functions lib/resty/nonblocking_ffi.lua calls through
+ * the FFI.  All of them run on the worker's main thread.
+ *
+ * A runtime is never freed: its threads may still call task_poll() on it
+ * after it was unloaded (they get NULL), and its library is never closed
+ * (Go and the JVM cannot be unloaded).
+ */
+
+#include "ngx_nffi.h"
+
+#include <dlfcn.h>
+
+
+typedef int (*ngx_nffi_init_pt)(char *cfg, void *tq);
+
+
+static ngx_int_t ngx_nffi_runtime_init(ngx_nffi_runtime_t *rt,
+    const char *lib, const char *cfg, int is_global, u_char *err,
+    size_t *errlen);
+static void ngx_nffi_runtime_pin_module(void);
+static ngx_nffi_runtime_t *ngx_nffi_runtime_of(void *p);
+
+
+ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, const char *cfg,
+    int is_global, int max_queue, int spin, u_char *err, size_t *errlen);
+ngx_nffi_task_t *ngx_nffi_lua_post(void *runtime, const char *method,
+    size_t method_len, const char *req, size_t req_len, const char **err);
+int ngx_nffi_lua_abandon(ngx_nffi_task_t *t);
+void ngx_nffi_lua_release(ngx_nffi_task_t *t);
+void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
+void ngx_nffi_lua_unload(void *runtime);
+int ngx_nffi_lua_outstanding(void *runtime);
+
+
+ngx_nffi_runtime_t *
+ngx_nffi_lua_load(const char *lib, const char *cfg, int is_global,
+    int max_queue, int spin, u_char *err, size_t *errlen)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    ngx_nffi_worker_start((ngx_cycle_t *) ngx_cycle);
+
+    if (!ngx_nffi_worker.active) {
+        *errlen = ngx_snprintf(err, *errlen, "%s",
+                               ngx_nffi_worker.inactive_reason)
+                  - err;
+        return NULL;
+    }
+
+    if (max_queue < 1) {
+        *errlen = ngx_snprintf(err, *errlen, "bad max_queue %d", max_queue)
+                  - err;
+        return NULL;
+    }
+
+    rt = ngx_calloc(sizeof(ngx_nffi_runtime_t), ngx_nffi_worker.log);
+    if (rt == NULL) {
+        *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
+        return NULL;
+    }
+
+    rt->lib = strdup(lib);
+
+    if (rt->lib == NULL || ngx_nffi_queue_init(&rt->queue, spin) != 0) {
+        free(rt->lib);
+        ngx_free(rt);
+        *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
+        return NULL;
+    }
+
+    rt->magic = NGX_NFFI_RUNTIME_MAGIC;
+    rt->max_queue = (ngx_uint_t) max_queue;
+
+    ngx_nffi_runtime_pin_module();
+
+    /* from here on the runtime's threads may hold rt: it is never freed */
+    rt->next = ngx_nffi_worker.runtimes;
+    ngx_nffi_worker.runtimes = rt;
+
+    if (ngx_nffi_runtime_init(rt, lib, cfg, is_global, err, errlen)
+        != NGX_OK)
+    {
+        rt->unloaded = 1;
+        ngx_nffi_queue_close(&rt->queue);
+        return NULL;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ngx_nffi_worker.log, 0,
+                  "nonblocking_ffi: loaded runtime %s", lib);
+
+    return rt;
+}
+
+
+static ngx_int_t
+ngx_nffi_runtime_init(ngx_nffi_runtime_t *rt, const char *lib,
+    const char *cfg, int is_global, u_char *err, size_t *errlen)
+{
+    int                rc;
+    char              *cfg_copy, *dlerr;
+    void              *handle;
+    sigset_t           saved;
+    const char        *symbol;
+    ngx_nffi_init_pt   init;
+
+    cfg_copy = NULL;
+
+    if (cfg) {
+        cfg_copy = strdup(cfg);
+        if (cfg_copy == NULL) {
+            *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_nffi_signal_block(&saved);
+
+    handle = dlopen(lib, RTLD_NOW | (is_global ? RTLD_GLOBAL : RTLD_LOCAL));
+
+    if (handle == NULL) {
+        ngx_nffi_signal_restore(&saved);
+        free(cfg_copy);
+        dlerr = dlerror();
+        *errlen = ngx_snprintf(err, *errlen, "failed to load %s: %s", lib,
+                               dlerr ? dlerr : "unknown error")
+                  - err;
+        return NGX_ERROR;
+    }
+
+    symbol = "lib_nonblocking_ffi_init";
+    init = (ngx_nffi_init_pt) dlsym(handle, symbol);
+
+    if (init == NULL) {
+        symbol = "libffi_init";
+        init = (ngx_nffi_init_pt) dlsym(handle, symbol);
+    }
+
+    if (init == NULL) {
+        ngx_nffi_signal_restore(&saved);
+        free(cfg_copy);
+        *errlen = ngx_snprintf(err, *errlen,
+                               "%s exports neither lib_nonblocking_ffi_init "
+                               "nor libffi_init", lib)
+                  - err;
+        return NGX_ERROR;
+    }
+
+    rc = init(cfg_copy, rt);
+
+    ngx_nffi_signal_restore(&saved);
+    ngx_nffi_signal_take_back();
+    free(cfg_copy);
+
+    if (rc != 0) {
+        *errlen = ngx_snprintf(err, *errlen, "%s: %s() failed with rc %d",
+                               lib, symbol, rc)
+                  - err;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Runtime threads run code of this module (poll, respond) until the process
+ * ends; nginx closes its modules when it frees a cycle.
+ */
+
+static void
+ngx_nffi_runtime_pin_module(void)
+{
+    Dl_info            info;
+    static ngx_flag_t  pinned;
+
+    if (pinned) {
+        return;
+    }
+
+    if (dladdr((void *) ngx_nffi_runtime_pin_module, &info) != 0
+        && info.dli_fname
+        && dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE))
+    {
+        pinned = 1;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_nffi_worker.log, 0,
+                  "nonblocking_ffi: could not pin the module in memory: %s",
+                  dlerror());
+}
+
+
+static ngx_nffi_runtime_t *
+ngx_nffi_runtime_of(void *p)
+{
+    ngx_nffi_runtime_t  *rt = p;
+
+    if (rt == NULL || rt->magic != NGX_NFFI_RUNTIME_MAGIC) {
+        return NULL;
+    }
+
+    return rt;
+}
+
+
+ngx_nffi_task_t *
+ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
+    const char *req, size_t req_len, const char **err)
+{
+    char                *errmsg;
+    ngx_nffi_task_t     *t;
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    if (rt == NULL || !ngx_nffi_worker.active) {
+        *err = "not a runtime of this worker";
+        return NULL;
+    }
+
+    if (rt->unloaded) {
+        *err = "unloaded";
+        return NULL;
+    }
+
+    if (rt->outstanding >= rt->max_queue) {
+        *err = "queue full";
+        return NULL;
+    }
+
+    if (req_len > NGX_MAX_INT32_VALUE - 1
+        || method_len > NGX_MAX_INT32_VALUE - 1)
+    {
+        *err = "request too large";
+        return NULL;
+    }
+
+    t = ngx_nffi_task_get();
+    if (t == NULL) {
+        *err = "no memory";
+        return NULL;
+    }
+
+    if (t->sem == NULL
+        && ngx_nffi_worker.lua.sema_new(&t->sem, 0, &errmsg) != NGX_OK)
+    {
+        t->sem = NULL;
+        ngx_nffi_task_free(t);
+        *err = "no memory for a semaphore";
+        return NULL;
+    }
+
+    if (ngx_nffi_task_set_request(t, method, method_len, req, req_len)
+        != NGX_OK)
+    {
+        ngx_nffi_task_free(t);
+        *err = "no memory";
+        return NULL;
+    }
+
+    t->runtime = rt;
+    t->rc = 0;
+    t->rsp = NULL;
+    t->rsp_len = 0;
+    t->err = NULL;
+    t->lua_ref = 1;
+    t->runtime_ref = 1;
+    __atomic_store_n(&t->cancelled, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->state, NGX_NFFI_TASK_QUEUED, __ATOMIC_RELAXED);
+
+    rt->outstanding++;
+
+    if (ngx_nffi_queue_push(&rt->queue, &t->node)) {
+        ngx_nffi_event_wake_runtime(rt);
+    }
+
+    return t;
+}
+
+
+/*
+ * The caller stopped waiting (timeout).  Returns 1 when the answer came
+ * meanwhile: the caller then reads it and releases the task as usual.
+ */
+
+int
+ngx_nffi_lua_abandon(ngx_nffi_task_t *t)
+{
+    if (!t->runtime_ref) {
+        return 1;
+    }
+
+    t->lua_ref = 0;
+    __atomic_store_n(&t->cancelled, 1, __ATOMIC_RELEASE);
+
+    return 0;
+}
+
+
+void
+ngx_nffi_lua_release(ngx_nffi_task_t *t)
+{
+    t->lua_ref = 0;
+
+    if (!t->runtime_ref) {
+        ngx_nffi_task_free(t);
+    }
+}
+
+
+/* the finalizer of a call whose coroutine died while it waited */
+
+void
+ngx_nffi_lua_gc(ngx_nffi_task_t *t)
+{
+    __atomic_store_n(&t->cancelled, 1, __ATOMIC_RELEASE);
+    ngx_nffi_lua_release(t);
+}
+
+
+void
+ngx_nffi_lua_unload(void *runtime)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    if (rt == NULL || rt->unloaded) {
+        return;
+    }
+
+    rt->unloaded = 1;
+    ngx_nffi_queue_close(&rt->queue);
+
+    ngx_log_error(NGX_LOG_INFO, ngx_nffi_worker.log, 0,
+                  "nonblocking_ffi: unloaded runtime %s", rt->lib);
+}
+
+
+int
+ngx_nffi_lua_outstanding(void *runtime)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    return rt ? (int) rt->outstanding : -1;
+}
+
+
+void
+ngx_nffi_runtime_unload_all(void)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    for (rt = ngx_nffi_worker.runtimes; rt; rt = rt->next) {
+        ngx_nffi_lua_unload(rt);
+    }
+}
