@@ -1,0 +1,303 @@
+-- lua-resty-nonblocking-ffi: call runtimes written in C, Go, Python, Java,
+-- Rust... from nginx without blocking the worker.
+--
+-- require "resty.nonblocking_ffi" installs ngx.load_nonblocking_ffi().
+-- The C side is ngx_http_lua_nonblocking_ffi_module (src/); a call posts a
+-- task on the runtime's queue and waits on the task's semaphore through
+-- ngx.semaphore's wait, so timeouts and aborted requests are handled by
+-- lua-nginx-module itself.
+
+local ffi = require "ffi"
+local base = require "resty.core.base"
+local semaphore = require "ngx.semaphore"   -- also declares the sema type
+
+local C = ffi.C
+local ffi_gc = ffi.gc
+local ffi_str = ffi.string
+local ffi_new = ffi.new
+local get_phase = ngx.get_phase
+local get_string_buf = base.get_string_buf
+local get_size_ptr = base.get_size_ptr
+local sema_wait = semaphore.wait
+local type = type
+local setmetatable = setmetatable
+local math_floor = math.floor
+
+
+ffi.cdef[[
+    typedef struct ngx_nffi_runtime_s ngx_nffi_runtime_t;
+
+    /* the head of the C task (src/ngx_nffi.h): keep both in step */
+    typedef struct {
+        ngx_http_lua_sema_t  *sem;
+        const char           *err;
+        char                 *rsp;
+        int                   rc;
+        int                   rsp_len;
+    } ngx_nffi_task_t;
+
+    ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, const char *cfg,
+        int is_global, int max_queue, int spin, unsigned char *err,
+        size_t *errlen);
+    ngx_nffi_task_t *ngx_nffi_lua_post(ngx_nffi_runtime_t *rt,
+        const char *method, size_t method_len, const char *req,
+        size_t req_len, const char **err);
+    int ngx_nffi_lua_abandon(ngx_nffi_task_t *t);
+    void ngx_nffi_lua_release(ngx_nffi_task_t *t);
+    void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
+    void ngx_nffi_lua_unload(ngx_nffi_runtime_t *rt);
+    int ngx_nffi_lua_outstanding(ngx_nffi_runtime_t *rt);
+]]
+
+
+local module_loaded = pcall(function() return C.ngx_nffi_lua_load end)
+if not module_loaded then
+    error("resty.nonblocking_ffi needs ngx_http_lua_nonblocking_ffi_module: "
+          .. "add 'load_module .../ngx_http_lua_nonblocking_ffi_module.so;' "
+          .. "after ngx_http_lua_module to nginx.conf", 2)
+end
+
+
+local lua_load = C.ngx_nffi_lua_load
+local lua_post = C.ngx_nffi_lua_post
+local lua_abandon = C.ngx_nffi_lua_abandon
+local lua_release = C.ngx_nffi_lua_release
+local lua_gc = C.ngx_nffi_lua_gc
+local lua_unload = C.ngx_nffi_lua_unload
+local lua_outstanding = C.ngx_nffi_lua_outstanding
+
+local ERR_BUF_SIZE = 512
+local DEFAULT_MAX_QUEUE = 65536
+local DEFAULT_TIMEOUT = 60
+local DEFAULT_SPIN = 50
+local INT_MAX = 2147483647
+
+-- ngx.semaphore's wait reads only .sem, before it yields: one table will do
+local waiting = { sem = nil }
+local post_err = ffi_new("const char *[1]")
+
+-- phases in which a coroutine can wait (lua-nginx-module's "yieldable")
+local yieldable = {
+    rewrite = true, server_rewrite = true, access = true, content = true,
+    timer = true, ssl_cert = true, ssl_session_fetch = true,
+    ssl_client_hello = true,
+}
+
+-- runtime objects keep their state under integer keys, so that no method
+-- name can shadow it; method names are strings
+local PTR, TIMEOUT, KEY = 1, 2, 3
+
+-- loaded runtimes of this worker, by lib .. '&' .. cfg
+local runtimes = {}
+
+
+local _M = { version = "0.1.0" }
+
+
+local function call(rt, method, req, timeout)
+    local ptr = rt[PTR]
+    if ptr == nil then
+        return false, "unloaded"
+    end
+
+    local req_len = 0
+    if req ~= nil then
+        if type(req) ~= "string" then
+            return false, "bad request: string or nil expected, got "
+                          .. type(req)
+        end
+        req_len = #req
+    end
+
+    if timeout == nil then
+        timeout = rt[TIMEOUT]
+
+    elseif type(timeout) ~= "number" or not (timeout > 0) then
+        return false, "bad timeout: positive number of seconds expected"
+    end
+
+    local phase = get_phase()
+    if not yieldable[phase] then
+        return false, "cannot yield in the " .. phase .. " phase"
+    end
+
+    local task = lua_post(ptr, method, #method, req, req_len, post_err)
+    if task == nil then
+        return false, ffi_str(post_err[0])
+    end
+
+    -- if this coroutine dies while it waits, the finalizer lets go
+    ffi_gc(task, lua_gc)
+
+    waiting.sem = task.sem
+    local ok, err = sema_wait(waiting, timeout)
+
+    if not ok and lua_abandon(task) == 0 then
+        ffi_gc(task, nil)
+        return false, err
+    end
+
+    ffi_gc(task, nil)
+
+    local rc = task.rc
+    local rsp
+    if task.rsp ~= nil then
+        rsp = ffi_str(task.rsp, task.rsp_len)
+    end
+
+    local bad
+    if task.err ~= nil then
+        bad = ffi_str(task.err)
+    end
+
+    lua_release(task)
+
+    if bad then
+        return false, bad
+    end
+
+    if rc == 0 then
+        return true, rsp
+    end
+
+    return false, rc, rsp
+end
+
+
+local function unload(rt)
+    local ptr = rt[PTR]
+    if ptr == nil then
+        return
+    end
+
+    rt[PTR] = nil
+    if runtimes[rt[KEY]] == rt then
+        runtimes[rt[KEY]] = nil
+    end
+
+    lua_unload(ptr)
+end
+
+
+-- calls posted and not answered yet (what max_queue bounds)
+local function pending(rt)
+    local ptr = rt[PTR]
+    if ptr == nil then
+        return 0
+    end
+    return lua_outstanding(ptr)
+end
+
+
+local methods = { __unload = unload, __pending = pending }
+
+local runtime_mt = {
+    __index = function(rt, name)
+        local method = methods[name]
+        if method == nil and type(name) == "string" then
+            method = function(self, req, timeout)
+                return call(self, name, req, timeout)
+            end
+            methods[name] = method
+        end
+        return method
+    end,
+}
+
+
+-- returns the options with defaults filled in, or nil and an error
+local function check_opts(opts)
+    if opts == nil then
+        opts = {}
+
+    elseif type(opts) ~= "table" then
+        return nil, "bad opts: table or nil expected"
+    end
+
+    local max_queue = opts.max_queue or DEFAULT_MAX_QUEUE
+    if type(max_queue) ~= "number" or max_queue < 1 or max_queue > INT_MAX
+       or math_floor(max_queue) ~= max_queue
+    then
+        return nil, "bad opts.max_queue: positive integer expected"
+    end
+
+    local is_global = opts.is_global or false
+    if type(is_global) ~= "boolean" then
+        return nil, "bad opts.is_global: boolean expected"
+    end
+
+    local timeout = opts.timeout or DEFAULT_TIMEOUT
+    if type(timeout) ~= "number" or not (timeout > 0) then
+        return nil, "bad opts.timeout: positive number of seconds expected"
+    end
+
+    local spin = opts.spin or DEFAULT_SPIN
+    if type(spin) ~= "number" or spin < 0 or spin > INT_MAX
+       or math_floor(spin) ~= spin
+    then
+        return nil, "bad opts.spin: integer >= 0 expected"
+    end
+
+    return { max_queue = max_queue, is_global = is_global,
+             timeout = timeout, spin = spin }
+end
+
+
+-- "demo" -> "libdemo.so"; paths and file names are kept as they are
+local function library_file(lib)
+    if lib:find("/", 1, true) or lib:find("%.so$") or lib:find("%.so%.") then
+        return lib
+    end
+    return "lib" .. lib .. ".so"
+end
+
+
+function _M.load(lib, cfg, opts)
+    if type(lib) ~= "string" or lib == "" then
+        return nil, "bad lib: non-empty string expected"
+    end
+
+    if cfg ~= nil and type(cfg) ~= "string" then
+        return nil, "bad cfg: string or nil expected"
+    end
+
+    local checked, bad = check_opts(opts)
+    if not checked then
+        return nil, bad
+    end
+
+    if get_phase() == "init" then
+        return nil, "cannot load a runtime in init_by_lua*: runtimes are per "
+                    .. "worker process (threads do not survive fork); load "
+                    .. "it in init_worker_by_lua* or later"
+    end
+
+    local key = cfg and lib .. "&" .. cfg or lib
+    local rt = runtimes[key]
+    if rt then
+        return rt
+    end
+
+    local err = get_string_buf(ERR_BUF_SIZE)
+    local errlen = get_size_ptr()
+    errlen[0] = ERR_BUF_SIZE
+
+    local is_global = checked.is_global and 1 or 0
+    local ptr = lua_load(library_file(lib), cfg, is_global, checked.max_queue,
+                         checked.spin, err, errlen)
+    if ptr == nil then
+        return nil, ffi_str(err, errlen[0])
+    end
+
+    rt = { [PTR] = ptr, [TIMEOUT] = checked.timeout, [KEY] = key }
+    setmetatable(rt, runtime_mt)
+    runtimes[key] = rt
+
+    return rt
+end
+
+
+ngx.load_nonblocking_ffi = _M.load
+
+
+return _M
