@@ -1,0 +1,51 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import EXAMPLE, NginxServer  # noqa: E402
+
+
+# every location's Lua gets these: the example runtime and a printer that
+# shows each returned value with its type (nil, false and strings differ)
+LUA_PRELUDE = r"""
+    local EXAMPLE = "%s"
+    local function show(...)
+        local out = {}
+        for i = 1, select("#", ...) do
+            local v = select(i, ...)
+            out[i] = type(v) == "string" and ("'" .. v .. "'") or tostring(v)
+        end
+        ngx.say(table.concat(out, " "))
+    end
+""" % EXAMPLE
+
+
+def location(path, lua, phase="content_by_lua_block", extra=""):
+    """An exact-match location running `lua` (with the prelude)."""
+    return "location = %s { %s %s { %s\n%s } }\n" % (
+        path, extra, phase, LUA_PRELUDE, lua)
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """Starts nginx servers; stops them and checks their logs afterwards."""
+    servers = []
+
+    def start(**kw):
+        server = NginxServer(tmp_path / ("nginx%d" % len(servers)), **kw)
+        servers.append(server)
+        return server.start()
+
+    yield start
+
+    problems = []
+    for server in servers:
+        try:
+            server.stop()
+        except AssertionError as e:
+            problems.append(str(e))
+        problems += server.problems()
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,202 @@
+"""Start the real Debian nginx with the built module, talk HTTP to it.
+
+Each NginxServer gets its own prefix folder, a free port and a rendered
+nginx.conf.  After it stops, its error log is scanned: [alert], [crit],
+[emerg], a worker that "exited on signal", or a valgrind report fails the
+test, unless the test declared the line as expected.
+
+NFFI_MEMCHECK=1 runs nginx under valgrind memcheck with master_process off.
+"""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(REPO, "build")
+MODULE = os.path.join(BUILD, "ngx_http_lua_nonblocking_ffi_module.so")
+EXAMPLE = os.path.join(BUILD, "libnffi_example.so")
+NGINX = os.environ.get("NFFI_NGINX", "/usr/sbin/nginx")
+MODULES_DIR = "/usr/lib/nginx/modules"
+MEMCHECK = os.environ.get("NFFI_MEMCHECK") == "1"
+SUPPRESSIONS = os.path.join(REPO, "tests", "valgrind.supp")
+
+# under valgrind everything is 20-50 times slower
+SLOW = 20 if MEMCHECK else 1
+
+BAD_LOG_LINE = re.compile(
+    r"\[(alert|crit|emerg)\]|exited on signal|AddressSanitizer")
+
+CONF_TEMPLATE = """
+load_module {modules_dir}/ndk_http_module.so;
+load_module {modules_dir}/ngx_http_lua_module.so;
+load_module {module};
+
+worker_processes {workers};
+error_log logs/error.log {log_level};
+pid logs/nginx.pid;
+env LD_LIBRARY_PATH;
+{main}
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    lua_package_path "{repo}/lib/?.lua;;";
+    lua_shared_dict results 1m;
+    {http}
+
+    init_worker_by_lua_block {{
+        require "resty.nonblocking_ffi"
+        {init_worker}
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        {server}
+    }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout, what):
+    """Polls condition() until it is true; fails with `what` at the deadline."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.02)
+
+
+class NginxServer:
+    def __init__(self, prefix, server="", http="", main="", init_worker="",
+                 workers=1, log_level="info", env=None):
+        self.prefix = str(prefix)
+        self.port = free_port()
+        self.expected = []
+        self.proc = None
+        os.makedirs(os.path.join(self.prefix, "logs"), exist_ok=True)
+        self.conf = os.path.join(self.prefix, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(CONF_TEMPLATE.format(
+                modules_dir=MODULES_DIR, module=MODULE, repo=REPO,
+                workers=workers, log_level=log_level, main=main, http=http,
+                init_worker=init_worker, port=self.port, server=server))
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+
+    @property
+    def error_log(self):
+        return os.path.join(self.prefix, "logs", "error.log")
+
+    def start(self):
+        cmd = [NGINX, "-p", self.prefix, "-c", self.conf,
+               "-e", self.error_log]
+        if MEMCHECK:
+            cmd = ["valgrind", "--quiet", "--leak-check=full",
+                   "--errors-for-leak-kinds=definite,indirect",
+                   "--show-leak-kinds=definite,indirect",
+                   "--suppressions=" + SUPPRESSIONS,
+                   "--log-file=" + os.path.join(self.prefix, "valgrind.log"),
+                   ] + cmd + ["-g", "daemon off; master_process off;"]
+        else:
+            cmd += ["-g", "daemon off;"]
+        self.proc = subprocess.Popen(cmd, env=self.env,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(self._accepts, 10, "nginx to listen on %d" % self.port)
+        return self
+
+    def _accepts(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("nginx exited at start:\n" + self.log())
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def request(self, path, timeout=30, method="GET", body=None):
+        """Returns (status, body bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                          timeout=timeout * SLOW)
+        try:
+            conn.request(method, path, body=body)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def get(self, path, timeout=30):
+        """The body of a 200 response, as text."""
+        status, body = self.request(path, timeout)
+        assert status == 200, "%s -> %d\n%s\n%s" % (
+            path, status, body[:2000], self.log()[-3000:])
+        return body.decode("utf-8", "replace")
+
+    def log(self):
+        try:
+            with open(self.error_log, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=10, count=1):
+        rx = re.compile(pattern)
+        return wait_for(lambda: len(rx.findall(self.log())) >= count,
+                        timeout, "%r in the error log" % pattern)
+
+    def expect(self, pattern):
+        """Declares a bad-looking log line as expected by the test."""
+        self.expected.append(re.compile(pattern))
+
+    def worker_pids(self):
+        if MEMCHECK:
+            return [self.proc.pid]
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def signal(self, signo):
+        os.kill(self.proc.pid, signo)
+
+    def stop(self, timeout=20):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("nginx did not quit in time:\n"
+                                 + self.log()[-3000:])
+
+    def problems(self):
+        bad = []
+        for line in self.log().splitlines():
+            if BAD_LOG_LINE.search(line) and not any(
+                    rx.search(line) for rx in self.expected):
+                bad.append(line)
+        vg = os.path.join(self.prefix, "valgrind.log")
+        if os.path.exists(vg):
+            with open(vg, errors="replace") as f:
+                report = f.read().strip()
+            if report:
+                bad.append("valgrind:\n" + report)
+        return bad

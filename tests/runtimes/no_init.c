@@ -1,0 +1,7 @@
+/* A shared library that is no runtime: it exports no init function. */
+
+int
+no_init_something(void)
+{
+    return 42;
+}
