@@ -5,6 +5,8 @@ SHELL := /bin/bash
 #   make run            set up, then serve the demo on 127.0.0.1:$(PORT)
 #   make test           set up, then run every test
 #   make test-memcheck  the integration tests with the worker under valgrind
+#   make bench          the benchmark (bench/results/latest.*)
+#   make bench-smoke    the benchmark with tiny counts (part of make test)
 
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      := $(CURDIR)/build
@@ -18,7 +20,8 @@ LIB_CFLAGS := -g -O2 -fPIC -shared -Wall -Wextra -Werror \
 SRCS       := config $(wildcard src/*.c src/*.h include/*.h)
 PYTEST     ?= python3 -m pytest
 
-.PHONY: all deps run test test-unit test-integration test-memcheck clean
+.PHONY: all deps run test test-unit test-integration test-memcheck bench \
+        bench-smoke clean
 
 all: $(MODULE) $(EXAMPLE) $(FIXTURES)
 
@@ -45,13 +48,17 @@ $(BUILD)/libnffi_%.so: tests/runtimes/%.c
 	mkdir -p $(BUILD)
 	$(CC) $(LIB_CFLAGS) -o $@ $<
 
+$(BUILD)/echo_server: bench/echo_server.c
+	mkdir -p $(BUILD)
+	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
+
 deps:
 	@scripts/deps.sh
 
 run: deps all
 	PORT=$(PORT) scripts/run-demo.sh
 
-test: deps all test-unit test-integration
+test: deps all test-unit test-integration bench-smoke
 
 test-unit:
 	$(MAKE) -s -C tests/unit test
@@ -61,6 +68,13 @@ test-integration: all
 
 test-memcheck: deps all
 	NFFI_MEMCHECK=1 $(PYTEST) -q tests
+
+bench: deps all $(BUILD)/echo_server
+	python3 bench/run.py
+
+bench-smoke: all $(BUILD)/echo_server
+	python3 bench/run.py --smoke >/dev/null
+	@echo "bench-smoke: ok (bench/results/smoke.md)"
 
 clean:
 	rm -rf $(BUILD)

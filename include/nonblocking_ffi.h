@@ -12,6 +12,15 @@
  *
  * Every function here is thread-safe and may be called from any thread of
  * the runtime, as often as needed, unless stated otherwise.
+ *
+ * Signals: nginx handles its signals on the worker's main thread.  The init
+ * function runs with them blocked, so threads started there inherit that
+ * mask; if a runtime unblocks them anyway (Go does), a signal landing on
+ * its thread is handed to the main thread.  Once a runtime is loaded,
+ * SIGCHLD has its default disposition in the worker: nginx no longer reaps
+ * children, so each child must be waited for by the code that started it.
+ *
+ * A library, once loaded, is never closed (dlclose), also after unload.
  */
 
 #ifndef NONBLOCKING_FFI_H_INCLUDED
@@ -89,7 +98,9 @@ char *ngx_http_lua_nonblocking_ffi_get_req(void *tsk, int *len);
  * rsp_len  the number of bytes of rsp (binary-safe); 0 with a non-NULL rsp
  *          means rsp is a NUL-terminated string; a negative value is a
  *          runtime bug: rsp is freed and Lua sees
- *          "false, 'runtime answered with a negative length'".
+ *          "false, 'runtime answered with a negative length'" (and
+ *          "false, 'runtime answered with more than 2 GB'" for a string
+ *          longer than INT_MAX).
  *
  * A second answer to the same task, or an answer to something that is not
  * a task waiting for its answer, is not delivered: it is logged as [alert]
@@ -107,9 +118,10 @@ int ngx_http_lua_nonblocking_ffi_abi_version(void);
 
 
 /*
- * Like ..._task_poll(), but takes up to max tasks at once into tasks[].
- * Returns how many it took (at least 1), or 0 once the runtime is unloaded
- * and drained (the equivalent of NULL from ..._task_poll()).
+ * Like ..._task_poll(), but takes up to max tasks at once into tasks[]
+ * (at most 1024 per call).  Returns how many it took (at least 1), or 0 once
+ * the runtime is unloaded and drained (the equivalent of NULL from
+ * ..._task_poll()), or 0 when max < 1.
  */
 int ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks,
     int max);
@@ -134,8 +146,8 @@ int ngx_http_lua_nonblocking_ffi_task_cancelled(void *tsk);
 
 /*
  * Writes msg (len bytes, or NUL-terminated when len is 0) to the error log
- * of the nginx worker at the given level (NONBLOCKING_FFI_LOG_*), as nginx
- * filters levels.  The message is copied and handed to the worker's main
+ * of the nginx worker at the given level (NONBLOCKING_FFI_LOG_*; any other
+ * value logs at ERR), as nginx filters levels.  The message is copied and handed to the worker's main
  * thread, which writes it: no nginx structure is touched from the calling
  * thread.  When more than 10000 messages are waiting, new ones are dropped
  * and the number dropped is logged.

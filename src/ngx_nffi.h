@@ -74,6 +74,9 @@ struct ngx_nffi_runtime_s {
     ngx_uint_t             outstanding;
     ngx_uint_t             max_queue;
 
+    /* event-loop rounds to poll for answers after a call (opts.spin) */
+    ngx_uint_t             spin;
+
     unsigned               unloaded:1;
     unsigned               wake_pending:1;
 
@@ -100,6 +103,8 @@ typedef struct {
     ngx_log_t             *log;
     ngx_nffi_lua_api_t     lua;
     ngx_nffi_runtime_t    *runtimes;
+    /* calls posted and not yet answered, all runtimes together */
+    ngx_uint_t             outstanding;
 } ngx_nffi_worker_t;
 
 
@@ -122,6 +127,7 @@ ngx_int_t ngx_nffi_event_init(ngx_cycle_t *cycle);
 void ngx_nffi_event_done(void);
 void ngx_nffi_event_push_done(ngx_nffi_task_t *t);
 void ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt);
+void ngx_nffi_event_expect_answer(ngx_uint_t rounds);
 void ngx_nffi_event_log(int level, const char *msg, size_t len);
 
 /* ngx_nffi_runtime.c */

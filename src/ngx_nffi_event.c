@@ -6,6 +6,12 @@
  * to non-empty; the read handler takes everything in one go.  In the other
  * direction, runtimes that sleep are woken once per event-loop iteration by
  * a posted event, however many calls were posted to them in it.
+ *
+ * A sleeping event loop costs a wake-up per answer (tens of microseconds on
+ * a VM).  So after a call is posted, the loop polls the done queue for a few
+ * rounds (opts.spin) through an event posted to ngx_posted_next_events,
+ * which makes epoll_wait() return at once; while it polls, runtimes skip
+ * the eventfd write.
  */
 
 #include "ngx_nffi.h"
@@ -30,6 +36,7 @@ static void ngx_nffi_event_read_handler(ngx_event_t *ev);
 static void ngx_nffi_event_take_answers(void);
 static void ngx_nffi_event_write_logs(void);
 static void ngx_nffi_event_wake_runtimes(ngx_event_t *ev);
+static void ngx_nffi_event_poll_answers(ngx_event_t *ev);
 
 
 static ngx_nffi_stack_t     ngx_nffi_answers;
@@ -44,6 +51,11 @@ static ngx_connection_t    *ngx_nffi_wake_conn;
 
 static ngx_event_t          ngx_nffi_runtime_wake_event;
 static ngx_nffi_runtime_t  *ngx_nffi_runtimes_to_wake;
+
+/* the loop polls for answers: runtimes need not write the eventfd */
+static ngx_event_t          ngx_nffi_poll_event;
+static ngx_uint_t           ngx_nffi_poll_rounds;
+static int                  ngx_nffi_polling;
 
 
 ngx_int_t
@@ -79,6 +91,9 @@ ngx_nffi_event_init(ngx_cycle_t *cycle)
     ngx_nffi_runtime_wake_event.log = cycle->log;
     ngx_nffi_runtimes_to_wake = NULL;
 
+    ngx_nffi_poll_event.handler = ngx_nffi_event_poll_answers;
+    ngx_nffi_poll_event.log = cycle->log;
+
     pthread_mutex_lock(&ngx_nffi_wake_mutex);
     ngx_nffi_wake_fd = fd;
     pthread_mutex_unlock(&ngx_nffi_wake_mutex);
@@ -106,6 +121,12 @@ ngx_nffi_event_done(void)
         ngx_delete_posted_event(&ngx_nffi_runtime_wake_event);
     }
 
+    if (ngx_nffi_poll_event.posted) {
+        ngx_delete_posted_event(&ngx_nffi_poll_event);
+    }
+
+    __atomic_store_n(&ngx_nffi_polling, 0, __ATOMIC_SEQ_CST);
+
     pthread_mutex_lock(&ngx_nffi_wake_mutex);
     ngx_nffi_wake_fd = -1;
     pthread_mutex_unlock(&ngx_nffi_wake_mutex);
@@ -121,7 +142,14 @@ ngx_nffi_event_done(void)
 void
 ngx_nffi_event_push_done(ngx_nffi_task_t *t)
 {
-    if (ngx_nffi_stack_push(&ngx_nffi_answers, &t->node)) {
+    if (!ngx_nffi_stack_push(&ngx_nffi_answers, &t->node)) {
+        return;
+    }
+
+    /* pairs with the fence in ngx_nffi_event_poll_answers() */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+
+    if (!__atomic_load_n(&ngx_nffi_polling, __ATOMIC_SEQ_CST)) {
         ngx_nffi_event_wake_worker();
     }
 }
@@ -175,6 +203,43 @@ ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt)
     if (!ngx_nffi_runtime_wake_event.posted) {
         ngx_post_event(&ngx_nffi_runtime_wake_event, &ngx_posted_events);
     }
+}
+
+
+void
+ngx_nffi_event_expect_answer(ngx_uint_t rounds)
+{
+    if (rounds == 0) {
+        return;
+    }
+
+    if (ngx_nffi_poll_rounds < rounds) {
+        ngx_nffi_poll_rounds = rounds;
+    }
+
+    if (!ngx_nffi_poll_event.posted) {
+        __atomic_store_n(&ngx_nffi_polling, 1, __ATOMIC_SEQ_CST);
+        ngx_post_event(&ngx_nffi_poll_event, &ngx_posted_next_events);
+    }
+}
+
+
+static void
+ngx_nffi_event_poll_answers(ngx_event_t *ev)
+{
+    ngx_nffi_event_take_answers();
+
+    if (ngx_nffi_worker.outstanding > 0 && --ngx_nffi_poll_rounds > 0) {
+        ngx_post_event(ev, &ngx_posted_next_events);
+        return;
+    }
+
+    ngx_nffi_poll_rounds = 0;
+    __atomic_store_n(&ngx_nffi_polling, 0, __ATOMIC_SEQ_CST);
+
+    /* an answer pushed while the loop polled wrote no eventfd */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    ngx_nffi_event_take_answers();
 }
 
 

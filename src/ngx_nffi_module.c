@@ -43,7 +43,7 @@ ngx_nffi_worker_t  ngx_nffi_worker = {
     0, 0,
     "runtimes are per worker process: load them in init_worker_by_lua* or "
     "later, not in init_by_lua* (threads do not survive fork)",
-    NULL, { NULL, NULL, NULL, NULL }, NULL
+    NULL, { NULL, NULL, NULL, NULL }, NULL, 0
 };
 
 

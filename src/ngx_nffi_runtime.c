@@ -71,6 +71,7 @@ ngx_nffi_lua_load(const char *lib, const char *cfg, int is_global,
 
     rt->magic = NGX_NFFI_RUNTIME_MAGIC;
     rt->max_queue = (ngx_uint_t) max_queue;
+    rt->spin = (ngx_uint_t) spin;
 
     ngx_nffi_runtime_pin_module();
 
@@ -215,8 +216,13 @@ ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
 
     rt = ngx_nffi_runtime_of(runtime);
 
-    if (rt == NULL || !ngx_nffi_worker.active) {
-        *err = "not a runtime of this worker";
+    if (rt == NULL) {
+        *err = "not a runtime";
+        return NULL;
+    }
+
+    if (!ngx_nffi_worker.active) {
+        *err = ngx_nffi_worker.inactive_reason;
         return NULL;
     }
 
@@ -271,10 +277,13 @@ ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
     __atomic_store_n(&t->state, NGX_NFFI_TASK_QUEUED, __ATOMIC_RELAXED);
 
     rt->outstanding++;
+    ngx_nffi_worker.outstanding++;
 
     if (ngx_nffi_queue_push(&rt->queue, &t->node)) {
         ngx_nffi_event_wake_runtime(rt);
     }
+
+    ngx_nffi_event_expect_answer(rt->spin);
 
     return t;
 }

@@ -165,6 +165,7 @@ ngx_nffi_task_answered(ngx_nffi_task_t *t)
 {
     t->runtime_ref = 0;
     t->runtime->outstanding--;
+    ngx_nffi_worker.outstanding--;
 
     if (t->lua_ref && !ngx_nffi_worker.exiting) {
         ngx_nffi_worker.lua.sema_post(t->sem, 1);

@@ -85,7 +85,7 @@ local yieldable = {
 
 -- runtime objects keep their state under integer keys, so that no method
 -- name can shadow it; method names are strings
-local PTR, TIMEOUT, KEY = 1, 2, 3
+local PTR, TIMEOUT, KEY, LOADED_PTR = 1, 2, 3, 4
 
 -- loaded runtimes of this worker, by lib .. '&' .. cfg
 local runtimes = {}
@@ -179,13 +179,10 @@ local function unload(rt)
 end
 
 
--- calls posted and not answered yet (what max_queue bounds)
+-- calls posted and not answered yet (what max_queue bounds), also after
+-- unload, while queued calls are still being answered
 local function pending(rt)
-    local ptr = rt[PTR]
-    if ptr == nil then
-        return 0
-    end
-    return lua_outstanding(ptr)
+    return lua_outstanding(rt[LOADED_PTR])
 end
 
 
@@ -289,7 +286,8 @@ function _M.load(lib, cfg, opts)
         return nil, ffi_str(err, errlen[0])
     end
 
-    rt = { [PTR] = ptr, [TIMEOUT] = checked.timeout, [KEY] = key }
+    rt = { [PTR] = ptr, [TIMEOUT] = checked.timeout, [KEY] = key,
+           [LOADED_PTR] = ptr }
     setmetatable(rt, runtime_mt)
     runtimes[key] = rt
 

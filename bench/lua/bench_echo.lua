@@ -1,0 +1,8 @@
+-- the function ngx.run_worker_thread runs in the benchmark's path (d)
+local _M = {}
+
+function _M.echo(payload)
+    return payload
+end
+
+return _M
