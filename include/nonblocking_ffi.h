@@ -104,7 +104,9 @@ char *ngx_http_lua_nonblocking_ffi_get_req(void *tsk, int *len);
  *
  * A second answer to the same task, or an answer to something that is not
  * a task waiting for its answer, is not delivered: it is logged as [alert]
- * in the nginx error log and rsp is freed.
+ * in the nginx error log and rsp is freed.  (Tasks are pooled and reused
+ * oldest first: a second answer sent long after the first, once the task
+ * serves a new call, would answer that call.  Answer once.)
  */
 void ngx_http_lua_nonblocking_ffi_respond(void *tsk, int rc, char *rsp,
     int rsp_len);

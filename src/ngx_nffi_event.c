@@ -9,9 +9,11 @@
  *
  * A sleeping event loop costs a wake-up per answer (tens of microseconds on
  * a VM).  So after a call is posted, the loop polls the done queue for a few
- * rounds (opts.spin) through an event posted to ngx_posted_next_events,
- * which makes epoll_wait() return at once; while it polls, runtimes skip
- * the eventfd write.
+ * rounds through an event posted to ngx_posted_next_events, which makes
+ * epoll_wait() return at once; while it polls, runtimes skip the eventfd
+ * write.  The number of rounds adapts, up to the runtime's opts.spin: a
+ * window that saw no answer halves it, an answer seen while polling, or
+ * one that came through the eventfd soon after its call, restores it.
  */
 
 #include "ngx_nffi.h"
@@ -33,7 +35,7 @@ typedef struct {
 
 static void ngx_nffi_event_wake_worker(void);
 static void ngx_nffi_event_read_handler(ngx_event_t *ev);
-static void ngx_nffi_event_take_answers(void);
+static ngx_uint_t ngx_nffi_event_take_answers(void);
 static void ngx_nffi_event_write_logs(void);
 static void ngx_nffi_event_wake_runtimes(ngx_event_t *ev);
 static void ngx_nffi_event_poll_answers(ngx_event_t *ev);
@@ -52,9 +54,16 @@ static ngx_connection_t    *ngx_nffi_wake_conn;
 static ngx_event_t          ngx_nffi_runtime_wake_event;
 static ngx_nffi_runtime_t  *ngx_nffi_runtimes_to_wake;
 
+/* an answer this soon after its call would have been caught by polling */
+#define NGX_NFFI_SHORT_WAIT_NS  200000
+
 /* the loop polls for answers: runtimes need not write the eventfd */
 static ngx_event_t          ngx_nffi_poll_event;
 static ngx_uint_t           ngx_nffi_poll_rounds;
+static ngx_uint_t           ngx_nffi_poll_budget = NGX_MAX_UINT32_VALUE;
+static ngx_uint_t           ngx_nffi_poll_max;
+static ngx_flag_t           ngx_nffi_poll_found;
+static long long            ngx_nffi_last_post_ns;
 static int                  ngx_nffi_polling;
 
 
@@ -77,6 +86,7 @@ ngx_nffi_event_init(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    c->log = cycle->log;
     c->read->handler = ngx_nffi_event_read_handler;
     c->read->log = cycle->log;
     c->write->log = cycle->log;
@@ -207,8 +217,25 @@ ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt)
 
 
 void
-ngx_nffi_event_expect_answer(ngx_uint_t rounds)
+ngx_nffi_event_expect_answer(ngx_uint_t spin)
 {
+#if (nginx_version >= 1017005)
+    ngx_uint_t  rounds;
+
+    if (spin > ngx_nffi_poll_max) {
+        ngx_nffi_poll_max = spin;
+    }
+
+    if (ngx_nffi_poll_budget > ngx_nffi_poll_max) {
+        ngx_nffi_poll_budget = ngx_nffi_poll_max;
+    }
+
+    if (ngx_nffi_poll_budget < ngx_nffi_poll_max) {
+        ngx_nffi_last_post_ns = ngx_nffi_monotonic_ns();
+    }
+
+    rounds = ngx_min(spin, ngx_nffi_poll_budget);
+
     if (rounds == 0) {
         return;
     }
@@ -221,26 +248,41 @@ ngx_nffi_event_expect_answer(ngx_uint_t rounds)
         __atomic_store_n(&ngx_nffi_polling, 1, __ATOMIC_SEQ_CST);
         ngx_post_event(&ngx_nffi_poll_event, &ngx_posted_next_events);
     }
+#else
+    /* no ngx_posted_next_events before nginx 1.17.5: no polling */
+#endif
 }
 
 
 static void
 ngx_nffi_event_poll_answers(ngx_event_t *ev)
 {
-    ngx_nffi_event_take_answers();
+#if (nginx_version >= 1017005)
+    if (ngx_nffi_event_take_answers()) {
+        ngx_nffi_poll_found = 1;
+        ngx_nffi_poll_budget = ngx_nffi_poll_max;
+    }
 
     if (ngx_nffi_worker.outstanding > 0 && --ngx_nffi_poll_rounds > 0) {
         ngx_post_event(ev, &ngx_posted_next_events);
         return;
     }
 
+    if (!ngx_nffi_poll_found && ngx_nffi_worker.outstanding > 0) {
+        /* the answers take longer than polling is worth */
+        ngx_nffi_poll_budget /= 2;
+    }
+
+    ngx_nffi_poll_found = 0;
     ngx_nffi_poll_rounds = 0;
     __atomic_store_n(&ngx_nffi_polling, 0, __ATOMIC_SEQ_CST);
 
     /* an answer pushed while the loop polled wrote no eventfd */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     ngx_nffi_event_take_answers();
+#endif
 }
+
 
 
 static void
@@ -271,22 +313,35 @@ ngx_nffi_event_read_handler(ngx_event_t *ev)
                       "nonblocking_ffi: read() from eventfd failed");
     }
 
-    ngx_nffi_event_take_answers();
+    if (ngx_nffi_event_take_answers()
+        && ngx_nffi_poll_budget < ngx_nffi_poll_max
+        && ngx_nffi_monotonic_ns() - ngx_nffi_last_post_ns
+           < NGX_NFFI_SHORT_WAIT_NS)
+    {
+        ngx_nffi_poll_budget = ngx_nffi_poll_budget * 2 + 1;
+    }
+
     ngx_nffi_event_write_logs();
 }
 
 
-static void
+static ngx_uint_t
 ngx_nffi_event_take_answers(void)
 {
+    ngx_uint_t        n;
     ngx_nffi_node_t  *node, *next;
+
+    n = 0;
 
     for (node = ngx_nffi_stack_take_all(&ngx_nffi_answers); node; node = next)
     {
         next = node->next;
         ngx_nffi_task_answered((ngx_nffi_task_t *)
                        ((u_char *) node - offsetof(ngx_nffi_task_t, node)));
+        n++;
     }
+
+    return n;
 }
 
 

@@ -13,7 +13,6 @@
 #define NGX_NFFI_SHORT_PARK_NS  200000
 
 
-static long long ngx_nffi_now_ns(void);
 static int ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
     int max);
 static void ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q);
@@ -146,13 +145,15 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
             }
         }
 
-        parked = ngx_nffi_now_ns();
+        parked = ngx_nffi_monotonic_ns();
 
         q->sleepers++;
         pthread_cond_wait(&q->cond, &q->mutex);
         q->sleepers--;
 
-        if (q->head && ngx_nffi_now_ns() - parked < NGX_NFFI_SHORT_PARK_NS) {
+        if (q->head
+            && ngx_nffi_monotonic_ns() - parked < NGX_NFFI_SHORT_PARK_NS)
+        {
             ngx_nffi_queue_spin_wanted(q);
         }
     }
@@ -223,8 +224,8 @@ ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q)
 }
 
 
-static long long
-ngx_nffi_now_ns(void)
+long long
+ngx_nffi_monotonic_ns(void)
 {
     struct timespec  ts;
 

@@ -63,6 +63,10 @@ int ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
 void ngx_nffi_queue_close(ngx_nffi_queue_t *q);
 
 
+/* CLOCK_MONOTONIC in nanoseconds */
+long long ngx_nffi_monotonic_ns(void);
+
+
 /* Returns 1 when the stack was empty before this push. */
 int ngx_nffi_stack_push(ngx_nffi_stack_t *s, ngx_nffi_node_t *node);
 

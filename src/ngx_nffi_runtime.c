@@ -138,7 +138,9 @@ ngx_nffi_runtime_init(ngx_nffi_runtime_t *rt, const char *lib,
     }
 
     if (init == NULL) {
+        /* its constructors ran: they may have started threads (Go does) */
         ngx_nffi_signal_restore(&saved);
+        ngx_nffi_signal_take_back();
         free(cfg_copy);
         *errlen = ngx_snprintf(err, *errlen,
                                "%s exports neither lib_nonblocking_ffi_init "

@@ -13,6 +13,9 @@
  * runtime thread, or Lua's os.execute).  Workers have no children of their
  * own to reap, so once a runtime is loaded SIGCHLD gets its default
  * disposition and each child is reaped by the code that started it.
+ *
+ * A handler that a runtime installed for one of these signals (the JVM
+ * uses SIGUSR2) is left in place: only nginx's own handlers are taken back.
  */
 
 #include "ngx_nffi.h"
@@ -83,10 +86,17 @@ void
 ngx_nffi_signal_take_back(void)
 {
     int               *signo;
-    struct sigaction   sa, *nginx;
+    struct sigaction   sa, current, *nginx;
 
     for (signo = ngx_nffi_nginx_signals; *signo; signo++) {
         nginx = &ngx_nffi_nginx_actions[*signo];
+
+        if (sigaction(*signo, NULL, &current) != 0
+            || (current.sa_handler != nginx->sa_handler
+                && current.sa_sigaction != ngx_nffi_signal_trampoline))
+        {
+            continue;
+        }
 
         ngx_memzero(&sa, sizeof(struct sigaction));
 

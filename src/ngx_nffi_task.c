@@ -81,6 +81,7 @@ ngx_nffi_task_get(void)
 void
 ngx_nffi_task_free(ngx_nffi_task_t *t)
 {
+    int                  count;
     ngx_nffi_lua_api_t  *lua = &ngx_nffi_worker.lua;
 
     if (t->rsp) {
@@ -93,11 +94,28 @@ ngx_nffi_task_free(ngx_nffi_task_t *t)
     /*
      * An answer that came for a coroutine that had already gone (killed,
      * or timed out in the same event-loop iteration) left a count on the
-     * semaphore: such a semaphore would wake the next caller at once.
+     * semaphore, which would wake the next caller at once.  The count is
+     * taken back rather than the semaphore freed: its event may still be
+     * posted, and lua-nginx-module would hand the memory out again.
      */
-    if (t->sem && lua->sema_count(t->sem) != 0) {
-        lua->sema_gc(t->sem);
-        t->sem = NULL;
+    if (t->sem) {
+        count = lua->sema_count(t->sem);
+
+        if (count > 0) {
+            lua->sema_post(t->sem, -count);
+
+        } else if (count < 0) {
+            /*
+             * A waiter is still queued: the wait raised ("attempt to yield
+             * across C-call boundary", a call from a string.gsub callback)
+             * and lua-nginx-module removes the waiter only when the request
+             * ends.  The semaphore is not ours to reuse.
+             */
+            ngx_log_error(NGX_LOG_ERR, ngx_nffi_worker.log, 0,
+                          "nonblocking_ffi: the semaphore of a finished "
+                          "call still has %d waiters, not reused", -count);
+            t->sem = NULL;
+        }
     }
 
     if (t->buf_size > NGX_NFFI_KEEP_BUF_SIZE) {

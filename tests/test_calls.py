@@ -64,14 +64,19 @@ def test_bad_arguments_are_results_not_errors(nginx):
         show(rt:echo("x", 0))
         show(rt:echo("x", -1))
         show(rt:echo("x", "soon"))
+        show(rt:echo("x", 0.0001))
+        show(rt:echo("x", 2^31))
+        show(rt.echo("x"))
+        show(rt.echo(nil))
         show(rt:echo("x", 5))
     """))
+    bad_timeout = "false 'bad timeout: 0.001 to 2147483 seconds expected'"
     assert srv.get("/t").splitlines() == [
         "false 'bad request: string or nil expected, got table'",
         "false 'bad request: string or nil expected, got number'",
-        "false 'bad timeout: positive number of seconds expected'",
-        "false 'bad timeout: positive number of seconds expected'",
-        "false 'bad timeout: positive number of seconds expected'",
+        bad_timeout, bad_timeout, bad_timeout, bad_timeout, bad_timeout,
+        "false 'bad runtime: call it as runtime:echo(req)'",
+        "false 'bad runtime: call it as runtime:echo(req)'",
         "true 'x'",
     ]
 
@@ -151,7 +156,7 @@ def test_load_failures_return_nil_and_a_reason(nginx):
         "nil 'bad opts.max_queue: positive integer expected'",
         "nil 'bad opts.max_queue: positive integer expected'",
         "nil 'bad opts.is_global: boolean expected'",
-        "nil 'bad opts.timeout: positive number of seconds expected'",
+        "nil 'bad opts.timeout: 0.001 to 2147483 seconds expected'",
         "nil 'bad opts.spin: integer >= 0 expected'",
         "false",
     ]

@@ -76,12 +76,16 @@ local INT_MAX = 2147483647
 local waiting = { sem = nil }
 local post_err = ffi_new("const char *[1]")
 
--- phases in which a coroutine can wait (lua-nginx-module's "yieldable")
-local yieldable = {
-    rewrite = true, server_rewrite = true, access = true, content = true,
-    timer = true, ssl_cert = true, ssl_session_fetch = true,
-    ssl_client_hello = true,
+-- phases in which ngx.semaphore's wait works (lua-nginx-module 0.10.23
+-- refuses it in server_rewrite, ssl_session_fetch and ssl_client_hello)
+local can_wait = {
+    rewrite = true, access = true, content = true, timer = true,
+    ssl_cert = true,
 }
+
+-- the wait's timer takes whole milliseconds in a C int
+local MIN_TIMEOUT = 0.001
+local MAX_TIMEOUT = 2147483
 
 -- runtime objects keep their state under integer keys, so that no method
 -- name can shadow it; method names are strings
@@ -94,7 +98,17 @@ local runtimes = {}
 local _M = { version = "0.1.0" }
 
 
+local function valid_timeout(timeout)
+    return type(timeout) == "number" and timeout >= MIN_TIMEOUT
+           and timeout <= MAX_TIMEOUT
+end
+
+
 local function call(rt, method, req, timeout)
+    if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
+        return false, "bad runtime: call it as runtime:" .. method .. "(req)"
+    end
+
     local ptr = rt[PTR]
     if ptr == nil then
         return false, "unloaded"
@@ -112,12 +126,12 @@ local function call(rt, method, req, timeout)
     if timeout == nil then
         timeout = rt[TIMEOUT]
 
-    elseif type(timeout) ~= "number" or not (timeout > 0) then
-        return false, "bad timeout: positive number of seconds expected"
+    elseif not valid_timeout(timeout) then
+        return false, "bad timeout: 0.001 to 2147483 seconds expected"
     end
 
     local phase = get_phase()
-    if not yieldable[phase] then
+    if not can_wait[phase] then
         return false, "cannot yield in the " .. phase .. " phase"
     end
 
@@ -224,8 +238,8 @@ local function check_opts(opts)
     end
 
     local timeout = opts.timeout or DEFAULT_TIMEOUT
-    if type(timeout) ~= "number" or not (timeout > 0) then
-        return nil, "bad opts.timeout: positive number of seconds expected"
+    if not valid_timeout(timeout) then
+        return nil, "bad opts.timeout: 0.001 to 2147483 seconds expected"
     end
 
     local spin = opts.spin or DEFAULT_SPIN
