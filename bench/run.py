@@ -226,6 +226,34 @@ class Bench:
         return result
 
 
+def syscalls_per_call(bench, path, n):
+    """strace -c on the worker (all its threads) during n calls."""
+    out = os.path.join(bench.tmp, "strace.txt")
+    strace = subprocess.Popen(["strace", "-c", "-f", "-o", out,
+                               "-p", str(bench.worker)],
+                              stderr=subprocess.DEVNULL)
+    # strace announces nothing: wait until it is attached to every thread
+    wait_for(lambda: all(
+        re.search(r"TracerPid:\s+%d" % strace.pid,
+                  open("/proc/%d/task/%s/status" % (bench.worker, t)).read())
+        for t in os.listdir("/proc/%d/task" % bench.worker)), 10, "strace")
+    bench.checked_get("/sequential?path=%s&size=512&n=%d" % (path, n))
+    strace.send_signal(signal.SIGINT)
+    strace.wait(20)
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 5 and fields[0][0].isdigit() \
+                    and fields[-1] != "total":
+                counts[fields[-1]] = int(fields[3])
+    # the warm-up calls and the HTTP request itself are counted too
+    calls = n + min(n, 200)
+    return {name: round(count / calls, 3)
+            for name, count in sorted(counts.items(),
+                                      key=lambda kv: -kv[1])[:8]}
+
+
 def machine():
     def first(path, key):
         try:
@@ -304,6 +332,11 @@ def markdown(results):
     lines += ["", "## CPU", ""]
     for key, value in results["cpu"].items():
         lines.append("- %s: %.3f" % (key, value))
+    lines += ["", "## System calls per sequential 512 B call (strace -c -f "
+              "on the worker, all threads; the most frequent)", ""]
+    for path, counts in results.get("syscalls_per_call", {}).items():
+        lines.append("- %s: %s" % (PATH_NAMES[path], ", ".join(
+            "%s %.2f" % kv for kv in counts.items()) or "none"))
     return "\n".join(lines) + "\n"
 
 
@@ -343,6 +376,10 @@ def main():
                    "sequential": bench.sequential(),
                    "concurrent": bench.concurrent(),
                    "http": bench.http(), "cpu": bench.cpu()}
+        n = 500 if args.smoke else 20000
+        results["syscalls_per_call"] = {
+            path: syscalls_per_call(bench, path, n)
+            for path in ("ffi", "unix")}
     finally:
         bench.stop()
 

@@ -174,6 +174,10 @@ def test_hup_reload_with_20_calls_in_flight(nginx):
 def test_quit_with_a_never_answered_call_in_flight(nginx):
     srv = nginx(server=location("/never", r"""
         local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE))
+        -- answers that will come while and after the worker exits
+        for _, ms in ipairs({ "50", "400", "600", "1000" }) do
+            rt:delay(ms, 0.01)
+        end
         ngx.shared.results:set("waiting", "yes")
         ngx.say(rt:never(nil, 0.5))
     """) + RESULTS)
