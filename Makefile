@@ -20,10 +20,14 @@ LIB_CFLAGS := -g -O2 -fPIC -shared -Wall -Wextra -Werror \
 SRCS       := config $(wildcard src/*.c src/*.h include/*.h)
 PYTEST     ?= python3 -m pytest
 
-.PHONY: all deps run test test-unit test-integration test-memcheck bench \
+.PHONY: all deps go run test test-unit test-integration test-memcheck bench \
         bench-smoke clean
 
-all: $(MODULE) $(EXAMPLE) $(FIXTURES)
+all: $(MODULE) $(EXAMPLE) $(FIXTURES) go
+
+# built beside the target, then renamed over it: a running nginx that has
+# the old library mapped keeps it intact
+INSTALL_SO = cp $(1) $@.tmp && mv -f $@.tmp $@
 
 # configure once per build tree; rebuilding the module takes a second
 $(BUILD)/nginx/objs/Makefile: config
@@ -38,15 +42,19 @@ $(BUILD)/nginx/objs/Makefile: config
 
 $(MODULE): $(BUILD)/nginx/objs/Makefile $(SRCS)
 	$(MAKE) -s -C $(BUILD)/nginx -f objs/Makefile modules
-	cp $(BUILD)/nginx/objs/ngx_http_lua_nonblocking_ffi_module.so $@
+	$(call INSTALL_SO,$(BUILD)/nginx/objs/ngx_http_lua_nonblocking_ffi_module.so)
 
 $(EXAMPLE): examples/c/example.c include/nonblocking_ffi.h
 	mkdir -p $(BUILD)
-	$(CC) $(LIB_CFLAGS) -o $@ $<
+	$(CC) $(LIB_CFLAGS) -o $@.tmp $< && mv -f $@.tmp $@
 
 $(BUILD)/libnffi_%.so: tests/runtimes/%.c
 	mkdir -p $(BUILD)
-	$(CC) $(LIB_CFLAGS) -o $@ $<
+	$(CC) $(LIB_CFLAGS) -o $@.tmp $< && mv -f $@.tmp $@
+
+# the Go SDK's examples: one library hosting every Go handler (docs/go.md)
+go:
+	$(MAKE) -s -C examples/go all
 
 $(BUILD)/echo_server: bench/echo_server.c
 	mkdir -p $(BUILD)
@@ -54,6 +62,7 @@ $(BUILD)/echo_server: bench/echo_server.c
 
 deps:
 	@scripts/deps.sh
+	@$(MAKE) -s -C examples/go deps
 
 run: deps all
 	PORT=$(PORT) scripts/run-demo.sh
@@ -62,6 +71,7 @@ test: deps all test-unit test-integration bench-smoke
 
 test-unit:
 	$(MAKE) -s -C tests/unit test
+	$(MAKE) -s -C examples/go check test
 
 test-integration: all
 	$(PYTEST) -q tests
@@ -77,4 +87,5 @@ bench-smoke: all $(BUILD)/echo_server
 	@echo "bench-smoke: ok (bench/results/smoke.md)"
 
 clean:
+	$(MAKE) -C examples/go clean
 	rm -rf $(BUILD)

@@ -1,15 +1,41 @@
 #!/usr/bin/env bash
-# Serves examples/nginx/demo.conf in the foreground on 127.0.0.1:$PORT.
+# Serves examples/nginx/demo.conf in the foreground on 127.0.0.1:$PORT,
+# with an etcd on 127.0.0.1:$ETCD_PORT for the Go etcd example.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 port=${PORT:-8080}
+etcd_port=${ETCD_PORT:-2379}
 prefix=$repo/build/demo
 
 mkdir -p "$prefix/logs"
 sed -e "s|@REPO@|$repo|g" -e "s|@PORT@|$port|g" \
+    -e "s|@ETCD_PORT@|$etcd_port|g" \
     "$repo/examples/nginx/demo.conf" > "$prefix/nginx.conf"
+
+etcd_pid=
+stop() {
+    [ -z "$etcd_pid" ] || { kill "$etcd_pid" 2>/dev/null; wait "$etcd_pid"; } || true
+}
+trap stop EXIT
+
+if command -v etcd >/dev/null; then
+    peer=http://127.0.0.1:$((etcd_port + 1))
+    etcd --name demo --data-dir "$prefix/etcd" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" \
+        --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "demo=$peer" --initial-cluster-state new \
+        --logger zap --log-outputs "$prefix/logs/etcd.log" &
+    etcd_pid=$!
+else
+    echo "etcd is not installed (make deps): the /go/etcd/ locations fail"
+fi
 
 echo "demo on http://127.0.0.1:$port/ (error log: $prefix/logs/error.log);" \
      "Ctrl-C stops it"
-exec nginx -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log"
+nginx -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" &
+nginx_pid=$!
+# a signal to this script (Ctrl-C, or QUIT from a test) reaches nginx too
+trap 'kill -QUIT $nginx_pid 2>/dev/null || true' INT TERM QUIT
+wait $nginx_pid || wait $nginx_pid

@@ -16,8 +16,10 @@ ERROR_LOG = os.path.join(REPO, "build", "demo", "logs", "error.log")
 def test_demo_answers_like_the_readme_says():
     port = free_port()
     seen = os.path.getsize(ERROR_LOG) if os.path.exists(ERROR_LOG) else 0
+    etcd_port = free_port()
     proc = subprocess.Popen([os.path.join(REPO, "scripts", "run-demo.sh")],
-                            env=dict(os.environ, PORT=str(port)),
+                            env=dict(os.environ, PORT=str(port),
+                                     ETCD_PORT=str(etcd_port)),
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
@@ -39,6 +41,11 @@ def test_demo_answers_like_the_readme_says():
         lines = get("/c-concurrent").splitlines()
         assert [line.split(" answered ")[0] for line in lines] == [
             "call 2 (100 ms)", "call 3 (200 ms)", "call 1 (300 ms)"]
+        assert get("/go/echo?hello") == "true hello\n"
+        # etcd starts beside nginx: the first put may come before it is up
+        wait_for(lambda: (get("/go/etcd/put?key=/demo/a&value=1") or "")
+                 .startswith("{"), 30, "etcd through the demo")
+        assert '"value":"1"' in get("/go/etcd/get?key=/demo/a")
     finally:
         proc.send_signal(signal.SIGQUIT)
         proc.wait(20)

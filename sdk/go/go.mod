@@ -1,0 +1,3 @@
+module lua-resty-nonblocking-ffi/sdk/go
+
+go 1.22

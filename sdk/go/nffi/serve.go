@@ -1,0 +1,305 @@
+package nffi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The rc values that Serve answers with when a handler fails.
+const (
+	// RCError: the handler returned an error that is no *Error.
+	RCError = 1
+	// RCPanic: the handler panicked (or ended its goroutine).
+	RCPanic = 2
+	// RCUnknownMethod: Methods has no function for the method called.
+	RCUnknownMethod = 404
+)
+
+// Handler serves calls: runtime:method(req) in Lua becomes
+// ServeCall(ctx, "method", req).  A nil error answers rsp with rc 0 (Lua:
+// true, rsp); an error answers its message with rc RCError, or with its
+// own rc when it is an *Error (Lua: false, rc, message).  Each call runs in
+// its own goroutine: ServeCall must be safe for concurrent use.
+//
+// ctx is cancelled when the caller gives up (its call timed out or its
+// request went away; context.Cause is then ErrCallerGone) and when the
+// runtime is unloaded: long calls should watch it.
+type Handler interface {
+	ServeCall(ctx context.Context, method string, req []byte) ([]byte, error)
+}
+
+// HandlerFunc is a function serving every method.
+type HandlerFunc func(ctx context.Context, method string, req []byte) ([]byte, error)
+
+func (f HandlerFunc) ServeCall(ctx context.Context, method string, req []byte) ([]byte, error) {
+	return f(ctx, method, req)
+}
+
+// Method is a function serving one method.
+type Method func(ctx context.Context, req []byte) ([]byte, error)
+
+// Methods is a Handler that picks a function by method name; other names
+// are answered with RCUnknownMethod.
+type Methods map[string]Method
+
+func (m Methods) ServeCall(ctx context.Context, method string, req []byte) ([]byte, error) {
+	f := m[method]
+	if f == nil {
+		return nil, Errorf(RCUnknownMethod, "unknown method %s", method)
+	}
+	return f(ctx, req)
+}
+
+// Error is an error answered with its own rc; Lua sees false, RC, Message.
+type Error struct {
+	RC      int
+	Message string
+}
+
+func (e *Error) Error() string {
+	return e.Message
+}
+
+// Errorf makes an *Error.  An rc of 0 becomes RCError: errors never look
+// like success.
+func Errorf(rc int, format string, args ...any) error {
+	if rc == 0 {
+		rc = RCError
+	}
+	return &Error{RC: rc, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrCallerGone is the cause of a call's context cancellation when nobody
+// waits for the answer any more.
+var ErrCallerGone = errors.New("nffi: the caller gave up waiting")
+
+// ErrUnloaded is the cause of a call's context cancellation when the
+// runtime was unloaded while the call ran.
+var ErrUnloaded = errors.New("nffi: the runtime was unloaded")
+
+// how many tasks Serve takes from the queue at once
+const serveBatch = 64
+
+// how often Serve looks whether callers of running calls gave up
+const cancelCheckInterval = 20 * time.Millisecond
+
+// Serve answers the tasks of q with h, each in its own goroutine, until
+// the runtime is unloaded.  Then it cancels the context of calls still
+// running, waits until they are answered, closes h if it is an io.Closer,
+// and returns.  A panic in h is recovered and answered with RCPanic.
+func Serve(q Queue, h Handler) {
+	s := &server{handler: h, watched: map[*callContext]struct{}{}}
+	var cancel context.CancelCauseFunc
+	s.ctx, cancel = context.WithCancelCause(context.Background())
+
+	b := newBatch(serveBatch)
+	for {
+		tasks := b.poll(q)
+		if tasks == nil {
+			break
+		}
+		for _, p := range tasks {
+			s.calls.Add(1)
+			go s.serve(&Task{p: p})
+		}
+	}
+	b.free()
+
+	cancel(ErrUnloaded)
+	s.calls.Wait()
+
+	if c, ok := h.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			Logf(LevelWarn, "nffi: closing the handler: %v", err)
+		}
+	}
+}
+
+type server struct {
+	handler Handler
+	ctx     context.Context
+	calls   sync.WaitGroup
+
+	// contexts whose Done or Err was asked for, and so whose task's
+	// "cancelled" flag is looked at every cancelCheckInterval
+	mu       sync.Mutex
+	watched  map[*callContext]struct{}
+	watching bool
+}
+
+func (s *server) serve(t *Task) {
+	defer s.calls.Done()
+
+	ctx := &callContext{server: s, task: t}
+	answered := false
+
+	// a handler that ends its goroutine (runtime.Goexit) gets no answer
+	// from the code below: answer it here
+	defer func() {
+		if !answered {
+			s.unwatch(ctx)
+			t.Respond(RCPanic, []byte("handler ended its goroutine"))
+		}
+	}()
+
+	method := t.Method()
+	rsp, err := s.invoke(ctx, method, t.Request())
+	answered = true
+	s.unwatch(ctx)
+
+	if err == nil {
+		t.Respond(0, rsp)
+		return
+	}
+
+	var e *Error
+	if errors.As(err, &e) {
+		rc := e.RC
+		if rc == 0 {
+			rc = RCError
+		}
+		t.Respond(rc, []byte(e.Message))
+		return
+	}
+
+	var p *panicError
+	if errors.As(err, &p) {
+		Logf(LevelErr, "nffi: handler panicked in method %q: %v\n%s",
+			method, p.value, p.stack)
+		t.Respond(RCPanic, []byte(p.Error()))
+		return
+	}
+
+	t.Respond(RCError, []byte(err.Error()))
+}
+
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string {
+	return fmt.Sprintf("panic: %v", p.value)
+}
+
+func (s *server) invoke(ctx context.Context, method string, req []byte) (rsp []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			rsp, err = nil, &panicError{value: v, stack: debug.Stack()}
+		}
+	}()
+	return s.handler.ServeCall(ctx, method, req)
+}
+
+// callContext is the context of one call.  Most calls never look at it:
+// only when Done or Err is first asked for does it get a cancel function
+// and join the set of contexts whose task's flag the server checks.
+type callContext struct {
+	server *server
+	task   *Task
+	state  atomic.Pointer[ctxState] // nil until asked for
+	ended  bool                     // under server.mu: the call was answered
+}
+
+type ctxState struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+func (c *callContext) current() context.Context {
+	if st := c.state.Load(); st != nil {
+		return st.ctx
+	}
+	return c.server.watch(c)
+}
+
+func (c *callContext) Deadline() (time.Time, bool) {
+	return c.server.ctx.Deadline()
+}
+
+func (c *callContext) Done() <-chan struct{} {
+	return c.current().Done()
+}
+
+func (c *callContext) Err() error {
+	return c.current().Err()
+}
+
+// Value is asked for by the context package too (context.Cause, and to
+// link a child context to its parent): it answers from the call's own
+// context.
+func (c *callContext) Value(key any) any {
+	return c.current().Value(key)
+}
+
+func (c *callContext) String() string {
+	return "nffi call context"
+}
+
+// watch and unwatch run under s.mu, and so does looking at a task's flag:
+// a task is never looked at after unwatch, which comes before its answer.
+
+func (s *server) watch(c *callContext) context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	if st := c.state.Load(); st != nil {
+		return st.ctx
+	}
+
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	c.state.Store(&ctxState{ctx: ctx, cancel: cancel})
+
+	if c.ended {
+		// asked for after the answer, by a goroutine the handler left
+		cancel(context.Canceled)
+		return ctx
+	}
+
+	s.watched[c] = struct{}{}
+	if !s.watching {
+		s.watching = true
+		go s.checkCancelled()
+	}
+	return ctx
+}
+
+func (s *server) unwatch(c *callContext) {
+	s.mu.Lock()
+	c.ended = true
+	delete(s.watched, c)
+	st := c.state.Load()
+	s.mu.Unlock()
+
+	if st != nil {
+		st.cancel(context.Canceled)
+	}
+}
+
+// runs while some context is watched
+func (s *server) checkCancelled() {
+	ticker := time.NewTicker(cancelCheckInterval)
+	defer ticker.Stop()
+
+	for range ticker.C {
+		s.mu.Lock()
+		for c := range s.watched {
+			if c.task.Cancelled() {
+				delete(s.watched, c)
+				c.state.Load().cancel(ErrCallerGone)
+			}
+		}
+		if len(s.watched) == 0 {
+			s.watching = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+}

@@ -1,0 +1,97 @@
+"""Real services and builds that the Go tests use.
+
+- go_libs: builds examples/go (make is a no-op when it is up to date) and
+  returns the paths of the two Go libraries.
+- etcd: a real etcd from Debian's etcd-server package, on free loopback
+  ports with a temporary data folder, stopped when the module's tests end.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+
+import pytest
+
+from harness import BUILD, REPO, free_port, wait_for
+
+GO_LIB = os.path.join(BUILD, "lib_nonblocking_ffi_go.so")
+GO_RAW_LIB = os.path.join(BUILD, "lib_nonblocking_ffi_go_raw.so")
+GO_EXAMPLES = os.path.join(REPO, "examples", "go")
+
+
+@pytest.fixture(scope="session")
+def go_libs():
+    if shutil.which("go") is None:
+        pytest.fail("the Go toolchain is not on PATH (see docs/go.md)")
+    done = subprocess.run(["make", "-s", "-C", GO_EXAMPLES, "all"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, "building examples/go failed:\n%s\n%s" % (
+        done.stdout[-3000:], done.stderr[-3000:])
+    return GO_LIB, GO_RAW_LIB
+
+
+class Etcd:
+    def __init__(self, folder):
+        self.folder = str(folder)
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.endpoint = "127.0.0.1:%d" % self.client_port
+        self.log_file = os.path.join(self.folder, "etcd.log")
+        self.proc = None
+
+    def start(self):
+        client = "http://" + self.endpoint
+        peer = "http://127.0.0.1:%d" % self.peer_port
+        cmd = [
+            "etcd", "--name", "test",
+            "--data-dir", os.path.join(self.folder, "data"),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", "test=" + peer,
+            "--initial-cluster-state", "new",
+            "--logger", "zap", "--log-outputs", self.log_file,
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(self.healthy, 30, "etcd to be healthy on " + self.endpoint)
+        return self
+
+    def healthy(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("etcd exited at start:\n" + self.log())
+        try:
+            with urllib.request.urlopen(
+                    "http://%s/health" % self.endpoint, timeout=1) as rsp:
+                return json.load(rsp).get("health") == "true"
+        except OSError:
+            return False
+
+    def log(self):
+        try:
+            with open(self.log_file, errors="replace") as f:
+                return f.read()[-3000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: run make -C examples/go deps "
+                    "(Debian package etcd-server)")
+    server = Etcd(tmp_path_factory.mktemp("etcd")).start()
+    yield server
+    server.stop()
