@@ -73,18 +73,25 @@ local function socket_path(address)
 end
 
 
+local function runtime_path(lib, cfg)
+    return function()
+        local rt = assert(ngx.load_nonblocking_ffi(lib, cfg, config.opts))
+        return function(payload)
+            local ok, res = rt:echo(payload)
+            if not ok then error("call failed: " .. tostring(res)) end
+            return res
+        end, function() end
+    end
+end
+
+
 -- each maker returns call(payload) -> echoed payload, and close()
 local makers = {
     ffi = function()
-        local rt = assert(ngx.load_nonblocking_ffi(config.example,
-                                                   config.example_cfg,
-                                                   config.opts))
-        return function(payload)
-            local ok, res = rt:echo(payload)
-            if not ok then error("ffi call failed: " .. tostring(res)) end
-            return res
-        end, function() end
+        return runtime_path(config.example, config.example_cfg)()
     end,
+
+    go = function() return runtime_path(config.go, "echo")() end,
 
     unix = function() return socket_path({ unix = config.unix })() end,
 
