@@ -20,6 +20,17 @@ LUA_PRELUDE = r"""
         end
         ngx.say(table.concat(out, " "))
     end
+    -- runs fn(i) in n light threads at once; how many returned true
+    local function count_true(n, fn)
+        local threads = {}
+        for i = 1, n do threads[i] = ngx.thread.spawn(fn, i) end
+        local count = 0
+        for i = 1, n do
+            local _, result = ngx.thread.wait(threads[i])
+            if result == true then count = count + 1 end
+        end
+        return count
+    end
 """ % EXAMPLE
 
 

@@ -11,20 +11,12 @@ def test_100_concurrent_coroutines_answered_out_of_order(nginx):
     srv = nginx(server=location("/t", r"""
         local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
         local finished = {}
-        local threads = {}
-        for i = 1, 100 do
-            -- the runtime holds all 100 calls, then answers the last first
-            threads[i] = ngx.thread.spawn(function()
-                local ok, res = rt:gather("100")
-                finished[#finished + 1] = i
-                return ok and res == "100"
-            end)
-        end
-        local right = 0
-        for i = 1, 100 do
-            local _, correct = ngx.thread.wait(threads[i])
-            if correct then right = right + 1 end
-        end
+        -- the runtime holds all 100 calls, then answers the last first
+        local right = count_true(100, function(i)
+            local ok, res = rt:gather("100")
+            finished[#finished + 1] = i
+            return ok and res == "100"
+        end)
         ngx.say(right, " ", finished[1], " ", finished[100])
     """))
     right, first, last = srv.get("/t").split()
@@ -35,21 +27,12 @@ def test_100_concurrent_coroutines_answered_out_of_order(nginx):
 def test_100_concurrent_calls_with_distinct_requests(nginx):
     srv = nginx(server=location("/t", r"""
         local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=3"))
-        local threads = {}
-        for i = 1, 100 do
-            threads[i] = ngx.thread.spawn(function()
-                -- each answer belongs to its own call
-                local req = string.rep(string.char(i), i) .. "\0" .. i
-                local ok, res = rt:delay_echo(req)
-                return ok and res == req
-            end)
-        end
-        local right = 0
-        for i = 1, 100 do
-            local _, correct = ngx.thread.wait(threads[i])
-            if correct then right = right + 1 end
-        end
-        ngx.say(right)
+        -- each answer belongs to its own call
+        ngx.say(count_true(100, function(i)
+            local req = string.rep(string.char(i), i) .. "\0" .. i
+            local ok, res = rt:delay_echo(req)
+            return ok and res == req
+        end))
     """))
     assert srv.get("/t").strip() == "100"
 
@@ -58,19 +41,10 @@ def test_batch_polling_runtime(nginx):
     srv = nginx(server=location("/t", r"""
         local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE,
                                                    "threads=2,batch=16"))
-        local threads = {}
-        for i = 1, 200 do
-            threads[i] = ngx.thread.spawn(function()
-                local ok, res = rt:echo(tostring(i))
-                return ok and res == tostring(i)
-            end)
-        end
-        local right = 0
-        for i = 1, 200 do
-            local _, correct = ngx.thread.wait(threads[i])
-            if correct then right = right + 1 end
-        end
-        ngx.say(right)
+        ngx.say(count_true(200, function(i)
+            local ok, res = rt:echo(tostring(i))
+            return ok and res == tostring(i)
+        end))
     """))
     assert srv.get("/t").strip() == "200"
 
@@ -190,19 +164,10 @@ def test_40_runtimes_in_one_worker(nginx):
         for i = 1, 40 do
             rts[i] = assert(ngx.load_nonblocking_ffi(EXAMPLE, "n=" .. i))
         end
-        local threads = {}
-        for i = 1, 40 do
-            threads[i] = ngx.thread.spawn(function()
-                local ok, res = rts[i]:echo("runtime " .. i)
-                return ok and res == "runtime " .. i
-            end)
-        end
-        local right = 0
-        for i = 1, 40 do
-            local _, correct = ngx.thread.wait(threads[i])
-            if correct then right = right + 1 end
-        end
-        ngx.say(right)
+        ngx.say(count_true(40, function(i)
+            local ok, res = rts[i]:echo("runtime " .. i)
+            return ok and res == "runtime " .. i
+        end))
     """))
     assert srv.get("/t").strip() == "40"
     assert srv.log().count("nonblocking_ffi: loaded runtime") == 40

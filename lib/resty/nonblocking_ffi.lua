@@ -216,6 +216,12 @@ local runtime_mt = {
 }
 
 
+local function int_from(value, min)
+    return type(value) == "number" and value >= min and value <= INT_MAX
+           and math_floor(value) == value
+end
+
+
 -- returns the options with defaults filled in, or nil and an error
 local function check_opts(opts)
     if opts == nil then
@@ -226,9 +232,7 @@ local function check_opts(opts)
     end
 
     local max_queue = opts.max_queue or DEFAULT_MAX_QUEUE
-    if type(max_queue) ~= "number" or max_queue < 1 or max_queue > INT_MAX
-       or math_floor(max_queue) ~= max_queue
-    then
+    if not int_from(max_queue, 1) then
         return nil, "bad opts.max_queue: positive integer expected"
     end
 
@@ -243,9 +247,7 @@ local function check_opts(opts)
     end
 
     local spin = opts.spin or DEFAULT_SPIN
-    if type(spin) ~= "number" or spin < 0 or spin > INT_MAX
-       or math_floor(spin) ~= spin
-    then
+    if not int_from(spin, 0) then
         return nil, "bad opts.spin: integer >= 0 expected"
     end
 
