@@ -151,8 +151,10 @@ int ngx_http_lua_nonblocking_ffi_task_cancelled(void *tsk);
  * of the nginx worker at the given level (NONBLOCKING_FFI_LOG_*; any other
  * value logs at ERR), as nginx filters levels.  The message is copied and handed to the worker's main
  * thread, which writes it: no nginx structure is touched from the calling
- * thread.  When more than 10000 messages are waiting, new ones are dropped
- * and the number dropped is logged.
+ * thread.  nginx cuts a log entry at about 2 KB, so a longer message is
+ * written as several entries, cut after a line end where there is one.
+ * When more than 10000 messages are waiting, new ones are dropped and the
+ * number dropped is logged.
  */
 void ngx_http_lua_nonblocking_ffi_log(int level, const char *msg, int len);
 

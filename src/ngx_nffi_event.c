@@ -24,6 +24,13 @@
 /* messages waiting beyond this are dropped (and counted) */
 #define NGX_NFFI_LOG_MAX_PENDING  10000
 
+/*
+ * nginx cuts an error log entry at NGX_MAX_ERROR_STR bytes, its time, level
+ * and pid included: longer messages (tracebacks) are written in pieces of
+ * at most this size, cut after a line end where there is one.
+ */
+#define NGX_NFFI_LOG_PIECE        (NGX_MAX_ERROR_STR - 148)
+
 
 typedef struct {
     ngx_nffi_node_t      node;
@@ -37,6 +44,7 @@ static void ngx_nffi_event_wake_worker(void);
 static void ngx_nffi_event_read_handler(ngx_event_t *ev);
 static ngx_uint_t ngx_nffi_event_take_answers(void);
 static void ngx_nffi_event_write_logs(void);
+static void ngx_nffi_event_write_log(ngx_nffi_log_entry_t *entry);
 static void ngx_nffi_event_wake_runtimes(ngx_event_t *ev);
 static void ngx_nffi_event_poll_answers(ngx_event_t *ev);
 
@@ -356,8 +364,7 @@ ngx_nffi_event_write_logs(void)
         next = node->next;
         entry = (ngx_nffi_log_entry_t *) node;
 
-        ngx_log_error((ngx_uint_t) entry->level, ngx_cycle->log, 0,
-                      "%*s", entry->len, entry->msg);
+        ngx_nffi_event_write_log(entry);
 
         free(entry);
         __atomic_sub_fetch(&ngx_nffi_logs_pending, 1, __ATOMIC_RELAXED);
@@ -370,6 +377,37 @@ ngx_nffi_event_write_logs(void)
                       "nonblocking_ffi: %d runtime log messages dropped",
                       dropped);
     }
+}
+
+
+static void
+ngx_nffi_event_write_log(ngx_nffi_log_entry_t *entry)
+{
+    u_char  *p, *end, *cut, *line_end;
+
+    p = entry->msg;
+    end = p + entry->len;
+
+    do {
+        cut = end;
+
+        if (end - p > NGX_NFFI_LOG_PIECE) {
+            cut = p + NGX_NFFI_LOG_PIECE;
+
+            for (line_end = cut; line_end > p; line_end--) {
+                if (line_end[-1] == '\n') {
+                    cut = line_end;
+                    break;
+                }
+            }
+        }
+
+        ngx_log_error((ngx_uint_t) entry->level, ngx_cycle->log, 0, "%*s",
+                      (size_t) (cut - p - (cut > p && cut[-1] == '\n')), p);
+
+        p = cut;
+
+    } while (p < end);
 }
 
 
