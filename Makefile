@@ -20,10 +20,10 @@ LIB_CFLAGS := -g -O2 -fPIC -shared -Wall -Wextra -Werror \
 SRCS       := config $(wildcard src/*.c src/*.h include/*.h)
 PYTEST     ?= python3 -m pytest
 
-.PHONY: all deps go run test test-unit test-integration test-memcheck bench \
+.PHONY: all deps go python run test test-unit test-integration test-memcheck bench \
         bench-smoke clean
 
-all: $(MODULE) $(EXAMPLE) $(FIXTURES) go
+all: $(MODULE) $(EXAMPLE) $(FIXTURES) go python
 
 # built beside the target, then renamed over it: a running nginx that has
 # the old library mapped keeps it intact
@@ -56,6 +56,10 @@ $(BUILD)/libnffi_%.so: tests/runtimes/%.c
 go:
 	$(MAKE) -s -C examples/go all
 
+# the Python loader and its package (docs/python.md)
+python:
+	$(MAKE) -s -C shims/python all
+
 $(BUILD)/echo_server: bench/echo_server.c
 	mkdir -p $(BUILD)
 	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
@@ -63,6 +67,7 @@ $(BUILD)/echo_server: bench/echo_server.c
 deps:
 	@scripts/deps.sh
 	@$(MAKE) -s -C examples/go deps
+	@$(MAKE) -s -C shims/python deps
 
 run: deps all
 	PORT=$(PORT) scripts/run-demo.sh

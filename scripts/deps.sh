@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs what building, running and testing need, only when it is missing.
-# Debian packages: stock nginx with lua-nginx-module, the nginx build tree,
-# build dependencies, load generator and memory checker.
+# Installs the Debian packages that building, running and testing need,
+# only when they are missing: stock nginx with lua-nginx-module, the nginx
+# build tree and build dependencies, Debian's CPython for the Python loader,
+# the services the examples talk to (redis, etcd), load generator, memory
+# checker, strace for the benchmark's breakdown.  The language packages
+# come from each part's own deps target (Makefile `deps`).
 set -euo pipefail
 
 packages=(
     nginx libnginx-mod-http-lua lua-resty-core nginx-dev
     build-essential libpcre2-dev libssl-dev zlib1g-dev
-    wrk valgrind curl
+    python3 python3-dev python3-venv
+    redis-server etcd-server
+    wrk valgrind strace curl
 )
 
 missing=()

@@ -23,8 +23,7 @@ GO_EXAMPLES = os.path.join(REPO, "examples", "go")
 
 @pytest.fixture(scope="session")
 def go_libs():
-    if shutil.which("go") is None:
-        pytest.fail("the Go toolchain is not on PATH (see docs/go.md)")
+    # the Makefile finds the toolchain (on PATH or in /usr/local/go)
     done = subprocess.run(["make", "-s", "-C", GO_EXAMPLES, "all"],
                           capture_output=True, text=True)
     assert done.returncode == 0, "building examples/go failed:\n%s\n%s" % (

@@ -1,0 +1,121 @@
+"""What lib_nonblocking_ffi_python3.so runs in the embedded interpreter.
+
+bootstrap() once, when the interpreter has started; load() for each
+ngx.load_nonblocking_ffi() of the loader, with the cfg
+"module[?],function[,rest]" split by the C side.  Both run on the worker's
+main thread: they must not block for long.
+"""
+
+import importlib
+import logging
+import os
+import sys
+import traceback
+
+from _nonblocking_ffi import LOG_ERR, log
+
+from . import _logging
+
+# the rc of a failed load, as in nffi_python.h
+RC_IMPORT = 4
+RC_FUNCTION = 5
+RC_RAISED = 6
+
+INT_MIN = -(2**31)
+INT_MAX = 2**31 - 1
+
+
+def bootstrap():
+    _logging.install()
+
+
+def _log_error(what, exc=None):
+    text = "nonblocking_ffi python: " + what
+    if exc is not None:
+        # from the first frame that is not the loader's
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        lines = traceback.format_exception(type(exc), exc, tb)
+        text += ":\n" + "".join(lines).rstrip("\n")
+    log(LOG_ERR, text)
+
+
+def _module_name(module):
+    """The name to import; a path's folder goes to the front of sys.path."""
+    if "/" not in module:
+        return module
+    folder, name = os.path.split(os.path.abspath(module))
+    if name.endswith(".py"):
+        name = name[:-3]
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return name
+
+
+def _import(name, reload):
+    if reload:
+        # a fresh import: the module and its submodules, read again
+        for loaded in list(sys.modules):
+            if loaded == name or loaded.startswith(name + "."):
+                del sys.modules[loaded]
+        importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def _function(module, func):
+    """module.func, where func may be dotted ("App.start")."""
+    obj = module
+    for attr in func.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def load(module, reload, func, rest, tq):
+    """Imports module, calls func(rest, tq) and returns the rc of the load.
+
+    0 when func returned None, 0 or anything but an int; its int otherwise.
+    """
+    cfg = "%s%s,%s" % (module, "?" if reload else "", func)
+
+    try:
+        name = _module_name(module)
+        mod = _import(name, reload)
+    except BaseException as exc:
+        _log_error('cannot import "%s" (cfg "%s")' % (module, cfg), exc)
+        return RC_IMPORT
+
+    try:
+        function = _function(mod, func)
+    except AttributeError:
+        _log_error(
+            'module "%s" (%s) has no function "%s"'
+            % (name, getattr(mod, "__file__", None) or "built-in", func)
+        )
+        return RC_FUNCTION
+
+    if not callable(function):
+        _log_error(
+            '"%s.%s" is not callable but %s'
+            % (name, func, type(function).__name__)
+        )
+        return RC_FUNCTION
+
+    try:
+        result = function(rest, tq)
+    except BaseException as exc:
+        _log_error('%s.%s() raised (cfg "%s")' % (name, func, cfg), exc)
+        return RC_RAISED
+
+    if not isinstance(result, int) or result == 0:
+        logging.getLogger("nonblocking_ffi").debug(
+            "loaded %s.%s with queue %#x", name, func, tq
+        )
+        return 0
+
+    if not INT_MIN <= result <= INT_MAX:
+        _log_error("%s.%s() returned %d, out of range" % (name, func, result))
+        return RC_RAISED
+
+    _log_error("%s.%s() returned %d: the load failed" % (name, func, result))
+    return result

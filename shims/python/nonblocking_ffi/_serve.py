@@ -1,0 +1,319 @@
+"""serve(): answer the calls of a queue with a handler.
+
+A plain function runs on `threads` poll threads, one call at a time each.
+An async def function runs on one asyncio event loop, in a thread of its
+own, as many calls at once as there are: a poll thread hands each batch of
+calls over to the loop.  Either way the handler gets a Task and returns the
+answer (bytes, str or None); an exception answers the call with an rc that
+is not 0 and the exception's message.
+"""
+
+import asyncio
+import inspect
+import logging
+import threading
+
+from _nonblocking_ffi import _check_queue, poll, poll_batch
+
+__all__ = ["Error", "Server", "serve"]
+
+logger = logging.getLogger("nonblocking_ffi")
+
+BATCH_MAX = 1024
+INT_MIN = -(2**31)
+INT_MAX = 2**31 - 1
+
+
+class Error(Exception):
+    """Answers the call with rc and message; no traceback is logged.
+
+    raise Error(404, "no such job") in a handler: Lua sees
+    false, 404, "no such job".  message is str, bytes or None.
+    """
+
+    def __init__(self, rc, message=None):
+        if (
+            isinstance(rc, bool)
+            or not isinstance(rc, int)
+            or rc == 0
+            or not INT_MIN <= rc <= INT_MAX
+        ):
+            raise ValueError(
+                "Error needs an int rc other than 0 (a C int), not %r" % (rc,)
+            )
+        super().__init__(rc, message)
+        self.rc = rc
+        self.message = message
+
+    def __str__(self):
+        return "rc %d: %s" % (self.rc, self.message)
+
+
+def _is_async(handler):
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)
+    )
+
+
+def _describe(exc):
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    name = type(exc).__name__
+    return "%s: %s" % (name, text) if text else name
+
+
+def _answer(task, result):
+    """Answers with what the handler returned, unless it answered itself."""
+    if not task.answered:
+        task.respond(0, result)
+
+
+def _fail(task, exc):
+    """Answers with an rc that is not 0 for the exception of a handler."""
+    if isinstance(exc, Error):
+        rc, message = exc.rc, exc.message
+    else:
+        rc, message = 1, _describe(exc)
+        logger.error(
+            "the handler of a %r call failed",
+            task.method,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+    if task.answered:
+        return
+    try:
+        task.respond(rc, message)
+    except Exception:
+        # a message that is not bytes or str, or not encodable
+        task.respond(rc, ascii(message))
+
+
+def _fail_safely(task, exc):
+    try:
+        _fail(task, exc)
+    except BaseException:
+        # (no memory): the task answers when it is dropped
+        logger.exception("cannot answer a %r call", task.method)
+
+
+class Server:
+    """What serve() started, and returns.
+
+    stopped is a threading.Event set once the runtime was unloaded and every
+    call taken from its queue was answered (and on_stop ran); loop is the
+    asyncio event loop of an async handler, None for a plain one.
+    """
+
+    def __init__(self, tq, handler, on_start, on_stop, batch):
+        self.tq = tq
+        self.handler = handler
+        self.loop = None
+        self.stopped = threading.Event()
+        self._on_start = on_start
+        self._on_stop = on_stop
+        self._batch = batch
+        self._lock = threading.Lock()
+        self._running = 0
+        self._inflight = set()
+
+    def wait(self, timeout=None):
+        """Waits until stopped; returns False if timeout came first."""
+        return self.stopped.wait(timeout)
+
+    # plain handlers: threads that poll and answer
+
+    def _start_threads(self, threads):
+        if self._on_start is not None:
+            self._on_start()
+        for i in range(threads):
+            thread = threading.Thread(
+                target=self._poll_loop, name="nffi-poll-%d" % i, daemon=True
+            )
+            with self._lock:
+                self._running += 1
+            try:
+                thread.start()
+            except BaseException:
+                # the threads started so far end when the load fails
+                self._poller_ended()
+                raise
+
+    def _poll_loop(self):
+        try:
+            while True:
+                task = poll(self.tq)
+                if task is None:
+                    break
+                self._handle(task)
+                task = None
+        finally:
+            self._poller_ended()
+
+    def _handle(self, task):
+        try:
+            result = self.handler(task)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError(
+                    "the handler returned an awaitable: serve() awaits "
+                    "handlers that are async def functions only"
+                )
+            _answer(task, result)
+        except BaseException as exc:
+            _fail_safely(task, exc)
+
+    def _poller_ended(self):
+        with self._lock:
+            self._running -= 1
+            last = self._running == 0
+        if last:
+            try:
+                if self._on_stop is not None:
+                    self._on_stop()
+            except BaseException:
+                logger.exception("on_stop failed")
+            finally:
+                self.stopped.set()
+
+    # async handlers: one event loop, fed by one poll thread
+
+    def _start_loop(self):
+        self.loop = asyncio.new_event_loop()
+        thread = threading.Thread(
+            target=self._run_loop, name="nffi-asyncio", daemon=True
+        )
+        thread.start()
+
+        if self._on_start is not None:
+            start = self._call_hook(self._on_start)
+            future = asyncio.run_coroutine_threadsafe(start, self.loop)
+            try:
+                future.result()
+            except BaseException:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                thread.join()
+                raise
+
+        threading.Thread(
+            target=self._poll_batches, name="nffi-poll", daemon=True
+        ).start()
+
+    def _run_loop(self):
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # what the application left running on the loop
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(
+                    asyncio.gather(*left, return_exceptions=True)
+                )
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except BaseException:
+            logger.exception("the event loop failed")
+        finally:
+            loop.close()
+            self.stopped.set()
+
+    def _poll_batches(self):
+        while True:
+            tasks = poll_batch(self.tq, self._batch)
+            if not tasks:
+                break
+            try:
+                self.loop.call_soon_threadsafe(self._dispatch, tasks)
+            except RuntimeError:
+                # the loop is closed: the application stopped it
+                for task in tasks:
+                    task.respond(1, "the event loop of the runtime is closed")
+            tasks = None
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            pass
+
+    def _dispatch(self, tasks):
+        for task in tasks:
+            job = self.loop.create_task(self._run(task))
+            self._inflight.add(job)
+            job.add_done_callback(self._inflight.discard)
+
+    async def _run(self, task):
+        try:
+            _answer(task, await self.handler(task))
+        except BaseException as exc:
+            _fail_safely(task, exc)
+
+    def _drain(self):
+        self.loop.create_task(self._finish())
+
+    async def _finish(self):
+        while self._inflight:
+            await asyncio.wait(list(self._inflight))
+        if self._on_stop is not None:
+            try:
+                await self._call_hook(self._on_stop)
+            except BaseException:
+                logger.exception("on_stop failed")
+        self.loop.stop()
+
+    @staticmethod
+    async def _call_hook(hook):
+        result = hook()
+        if inspect.isawaitable(result):
+            await result
+
+
+def serve(tq, handler, threads=1, *, on_start=None, on_stop=None, batch=64):
+    """Answers the calls of queue tq with handler(task); returns a Server.
+
+    It returns at once: call it from the function named in cfg, which must
+    not block.  handler(task) returns the answer: bytes, str (sent as
+    UTF-8) or None (nil); raising Error(rc, message) answers with that rc,
+    any other exception with rc 1 and "ExceptionName: message" (and logs the
+    traceback).  A handler may answer with task.respond() itself instead.
+
+    A plain function runs on `threads` threads.  An async def function (or
+    an object with an async __call__) runs on one asyncio event loop in a
+    thread of its own, all calls at once; threads must be 1 then.
+
+    on_start() runs before the first call, on the loop for an async handler
+    (it may be async def then): an exception there makes serve() raise, and
+    so the load fail.  on_stop() runs once the runtime is unloaded and every
+    call was answered (at worker exit the worker does not wait for it: it
+    may be cut short).  batch is how many calls
+    the poll thread of an async handler takes at once.
+    """
+    _check_queue(tq)
+    if not callable(handler):
+        raise TypeError("handler must be callable")
+    if (
+        isinstance(threads, bool)
+        or not isinstance(threads, int)
+        or threads < 1
+    ):
+        raise ValueError("threads must be an int >= 1, not %r" % (threads,))
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise ValueError("batch must be an int, not %r" % (batch,))
+    if not 1 <= batch <= BATCH_MAX:
+        raise ValueError("batch must be 1 to %d, not %d" % (BATCH_MAX, batch))
+    for name, hook in (("on_start", on_start), ("on_stop", on_stop)):
+        if hook is not None and not callable(hook):
+            raise TypeError("%s must be callable" % name)
+
+    server = Server(tq, handler, on_start, on_stop, batch)
+    if _is_async(handler):
+        if threads != 1:
+            raise ValueError(
+                "an async handler runs on one event loop: threads must be 1"
+            )
+        server._start_loop()
+    else:
+        server._start_threads(threads)
+    return server
