@@ -30,10 +30,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "build")
 RESULTS = os.path.join(REPO, "bench", "results")
 
-PATHS = ["ffi", "go", "unix", "tcp", "thread", "floor"]
+PATHS = ["ffi", "go", "python", "unix", "tcp", "thread", "floor"]
 PATH_NAMES = {
     "ffi": "(a) nonblocking_ffi, C echo runtime",
     "go": "(a) nonblocking_ffi, Go echo runtime (sdk/go)",
+    "python": "(a) nonblocking_ffi, Python echo (shims/python, 1 thread)",
     "unix": "(b) cosocket, unix socket sidecar",
     "tcp": "(c) cosocket, TCP loopback sidecar",
     "thread": "(d) ngx.run_worker_thread, Lua echo",

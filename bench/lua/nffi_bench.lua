@@ -73,9 +73,10 @@ local function socket_path(address)
 end
 
 
-local function runtime_path(lib, cfg)
+local function runtime_path(lib, cfg, is_global)
     return function()
-        local rt = assert(ngx.load_nonblocking_ffi(lib, cfg, config.opts))
+        local opts = { spin = config.opts.spin, is_global = is_global }
+        local rt = assert(ngx.load_nonblocking_ffi(lib, cfg, opts))
         return function(payload)
             local ok, res = rt:echo(payload)
             if not ok then error("call failed: " .. tostring(res)) end
@@ -92,6 +93,11 @@ local makers = {
     end,
 
     go = function() return runtime_path(config.go, "echo")() end,
+
+    python = function()
+        return runtime_path(config.python, config.python_echo .. ",init",
+                            true)()
+    end,
 
     unix = function() return socket_path({ unix = config.unix })() end,
 
