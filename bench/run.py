@@ -27,6 +27,10 @@ import urllib.error
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from harness import WORKER_USER  # noqa: E402
+
 BUILD = os.path.join(REPO, "build")
 RESULTS = os.path.join(REPO, "bench", "results")
 
@@ -97,7 +101,8 @@ class Bench:
         for key, value in (("@REPO@", REPO), ("@PORT@", str(self.port)),
                            ("@UNIX@", self.unix),
                            ("@TCP_PORT@", str(self.tcp_port)),
-                           ("@SPIN@", self.spin)):
+                           ("@SPIN@", self.spin),
+                           ("# @USER@", WORKER_USER)):
             conf = conf.replace(key, value)
         conf_path = os.path.join(prefix, "nginx.conf")
         with open(conf_path, "w") as f:

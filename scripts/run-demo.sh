@@ -8,9 +8,21 @@ port=${PORT:-8080}
 etcd_port=${ETCD_PORT:-2379}
 prefix=$repo/build/demo
 
+# workers run as nobody: a checkout in a private folder (under /root, say)
+# is out of their reach, so they run as the user who started the demo
+user=
+dir=$repo
+while [ "$dir" != / ]; do
+    if [ $(( 0$(stat -c %a "$dir") & 1 )) -eq 0 ]; then
+        user="user $(id -un);"
+        break
+    fi
+    dir=$(dirname "$dir")
+done
+
 mkdir -p "$prefix/logs"
 sed -e "s|@REPO@|$repo|g" -e "s|@PORT@|$port|g" \
-    -e "s|@ETCD_PORT@|$etcd_port|g" \
+    -e "s|@ETCD_PORT@|$etcd_port|g" -e "s|^# @USER@$|$user|" \
     "$repo/examples/nginx/demo.conf" > "$prefix/nginx.conf"
 
 etcd_pid=

@@ -28,6 +28,22 @@ SUPPRESSIONS = os.path.join(REPO, "tests", "valgrind.supp")
 # under valgrind everything is 20-50 times slower
 SLOW = 20 if MEMCHECK else 1
 
+
+def readable_by_others(path):
+    """Whether a worker running as nobody can reach files under path."""
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
+# workers run as nobody: a checkout in a private folder (a clone under
+# /root, a mktemp -d) is out of their reach, so they run as root there
+WORKER_USER = "" if readable_by_others(REPO) else "user root;"
+
 BAD_LOG_LINE = re.compile(
     r"\[(alert|crit|emerg)\]|exited on signal|AddressSanitizer")
 
@@ -36,6 +52,7 @@ load_module {modules_dir}/ndk_http_module.so;
 load_module {modules_dir}/ngx_http_lua_module.so;
 load_module {module};
 
+{worker_user}
 worker_processes {workers};
 error_log logs/error.log {log_level};
 pid logs/nginx.pid;
@@ -95,6 +112,7 @@ class NginxServer:
         with open(self.conf, "w") as f:
             f.write(CONF_TEMPLATE.format(
                 modules_dir=MODULES_DIR, module=MODULE, repo=REPO,
+                worker_user="" if "user " in main else WORKER_USER,
                 workers=workers, log_level=log_level, main=main, http=http,
                 init_worker=init_worker, port=self.port, server=server))
         self.env = dict(os.environ)
