@@ -373,7 +373,19 @@ def main():
     parser.add_argument("--spin", type=int,
                         help="opts.spin of the runtime (default: the "
                              "library's)")
+    parser.add_argument("--only", choices=["http"],
+                        help="just this workload (knob studies): prints "
+                             "its figures, writes no report")
     args = parser.parse_args()
+
+    if args.only:
+        bench = Bench(args.smoke, args.spin)
+        try:
+            bench.start()
+            print(json.dumps({"spin": args.spin, "http": bench.http()}))
+        finally:
+            bench.stop()
+        return
 
     bench = Bench(args.smoke, args.spin)
     try:
