@@ -24,6 +24,11 @@
 #define NGX_NFFI_TASK_MAGIC     0x6e666654  /* "nffT" */
 #define NGX_NFFI_RUNTIME_MAGIC  0x6e666652  /* "nffR" */
 
+/* why an answer cannot be delivered (Lua has the messages) */
+#define NGX_NFFI_BAD_ANSWER_NONE             0
+#define NGX_NFFI_BAD_ANSWER_NEGATIVE_LENGTH  1
+#define NGX_NFFI_BAD_ANSWER_TOO_LONG         2
+
 /* task states; a task moves through them in this order */
 #define NGX_NFFI_TASK_FREE      0
 #define NGX_NFFI_TASK_QUEUED    1
@@ -38,13 +43,15 @@ typedef struct ngx_nffi_task_s     ngx_nffi_task_t;
 struct ngx_nffi_task_s {
     /*
      * The first five fields are read by lib/resty/nonblocking_ffi.lua
-     * through the FFI (ngx_nffi_task_t there): keep both in step.
+     * through the FFI (ngx_nffi_task_t there): keep both in step.  Plain
+     * integers tell what the answer holds, so that the caller reads a
+     * pointer field only when there is something behind it.
      */
     void                  *sem;
-    const char            *err;
     char                  *rsp;
     int                    rc;
-    int                    rsp_len;
+    int                    rsp_len;     /* -1: no response (NULL) */
+    int                    bad_answer;  /* NGX_NFFI_BAD_ANSWER_* */
 
     ngx_nffi_node_t        node;
     unsigned               magic;

@@ -271,8 +271,8 @@ ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
     t->runtime = rt;
     t->rc = 0;
     t->rsp = NULL;
-    t->rsp_len = 0;
-    t->err = NULL;
+    t->rsp_len = -1;
+    t->bad_answer = NGX_NFFI_BAD_ANSWER_NONE;
     t->lua_ref = 1;
     t->runtime_ref = 1;
     __atomic_store_n(&t->cancelled, 0, __ATOMIC_RELAXED);

@@ -89,8 +89,6 @@ ngx_nffi_task_free(ngx_nffi_task_t *t)
         t->rsp = NULL;
     }
 
-    t->err = NULL;
-
     /*
      * An answer that came for a coroutine that had already gone (killed,
      * or timed out in the same event-loop iteration) left a count on the
@@ -383,20 +381,20 @@ ngx_http_lua_nonblocking_ffi_respond(void *tsk, int rc, char *rsp,
     }
 
     t->rc = rc;
-    t->err = NULL;
     t->rsp = NULL;
-    t->rsp_len = 0;
+    t->rsp_len = -1;
+    t->bad_answer = NGX_NFFI_BAD_ANSWER_NONE;
 
     if (rsp_len < 0) {
         free(rsp);
-        t->err = "runtime answered with a negative length";
+        t->bad_answer = NGX_NFFI_BAD_ANSWER_NEGATIVE_LENGTH;
 
     } else if (rsp) {
         len = rsp_len ? (size_t) rsp_len : strlen(rsp);
 
         if (len > NGX_MAX_INT32_VALUE) {
             free(rsp);
-            t->err = "runtime answered with more than 2 GB";
+            t->bad_answer = NGX_NFFI_BAD_ANSWER_TOO_LONG;
 
         } else {
             t->rsp = rsp;

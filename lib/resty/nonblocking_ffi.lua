@@ -30,10 +30,10 @@ ffi.cdef[[
     /* the head of the C task (src/ngx_nffi.h): keep both in step */
     typedef struct {
         ngx_http_lua_sema_t  *sem;
-        const char           *err;
         char                 *rsp;
         int                   rc;
-        int                   rsp_len;
+        int                   rsp_len;       /* -1: nil */
+        int                   bad_answer;    /* index in BAD_ANSWERS */
     } ngx_nffi_task_t;
 
     ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, const char *cfg,
@@ -65,6 +65,12 @@ local lua_release = C.ngx_nffi_lua_release
 local lua_gc = C.ngx_nffi_lua_gc
 local lua_unload = C.ngx_nffi_lua_unload
 local lua_outstanding = C.ngx_nffi_lua_outstanding
+
+-- NGX_NFFI_BAD_ANSWER_* of src/ngx_nffi.h
+local BAD_ANSWERS = {
+    "runtime answered with a negative length",
+    "runtime answered with more than 2 GB",
+}
 
 local ERR_BUF_SIZE = 512
 local DEFAULT_MAX_QUEUE = 65536
@@ -153,21 +159,16 @@ local function call(rt, method, req, timeout)
 
     ffi_gc(task, nil)
 
-    local rc = task.rc
+    local rc, rsp_len, bad = task.rc, task.rsp_len, task.bad_answer
     local rsp
-    if task.rsp ~= nil then
-        rsp = ffi_str(task.rsp, task.rsp_len)
-    end
-
-    local bad
-    if task.err ~= nil then
-        bad = ffi_str(task.err)
+    if rsp_len >= 0 then
+        rsp = ffi_str(task.rsp, rsp_len)
     end
 
     lua_release(task)
 
-    if bad then
-        return false, bad
+    if bad ~= 0 then
+        return false, BAD_ANSWERS[bad]
     end
 
     if rc == 0 then
