@@ -198,15 +198,19 @@ class Bench:
 
     def http(self):
         seconds, rounds = (1, 1) if self.smoke else (5, 5)
-        call, nocall = [], []
-        # interleaved: the machine's noise hits both sides alike
+        call, nocall, floor = [], [], []
+        # interleaved: the machine's noise hits all sides alike
         for _ in range(rounds):
             nocall.append(self.wrk("/http/nocall", seconds))
+            floor.append(self.wrk("/http/yield", seconds))
             call.append(self.wrk("/http/call", seconds))
         return {"seconds_per_round": seconds, "rounds": rounds,
                 "nocall_req_per_s": nocall, "call_req_per_s": call,
+                "yield_floor_req_per_s": floor,
                 "ratio_median": statistics.median(
-                    c / n for c, n in zip(call, nocall))}
+                    c / n for c, n in zip(call, nocall)),
+                "yield_floor_ratio_median": statistics.median(
+                    f / n for f, n in zip(floor, nocall))}
 
     def cpu(self):
         n = 1000 if self.smoke else 100000
@@ -315,7 +319,10 @@ def markdown(results):
     for name, value, op, target in ratios(results):
         met = value >= target if op == ">=" else value < target
         lines.append("| %s | %.3g | %s %.3g | %s |"
-                      % (name, value, op, target, "yes" if met else "NO"))
+                     % (name, value, op, target, "yes" if met else "NO"))
+    lines.append("| (for scale) HTTP with one ngx.semaphore round trip, no "
+                 "other thread, vs without | %.3g | | |"
+                 % results["http"]["yield_floor_ratio_median"])
     lines += ["", "## Sequential calls from one coroutine", "",
               "| path | size | calls/s | p50 µs | p99 µs |",
               "|---|---|---|---|---|"]
@@ -331,11 +338,13 @@ def markdown(results):
     h = results["http"]
     lines += ["", "## HTTP, wrk -t1 -c32, %d rounds of %d s, interleaved"
               % (h["rounds"], h["seconds_per_round"]), "",
-              "| round | no call req/s | one call req/s | ratio |",
-              "|---|---|---|---|"]
-    for i, (n, c) in enumerate(zip(h["nocall_req_per_s"],
-                                   h["call_req_per_s"])):
-        lines.append("| %d | %.0f | %.0f | %.2f |" % (i + 1, n, c, c / n))
+              "| round | no call req/s | semaphore round trip req/s | "
+              "one call req/s | ratio |", "|---|---|---|---|---|"]
+    for i, (n, f, c) in enumerate(zip(h["nocall_req_per_s"],
+                                      h["yield_floor_req_per_s"],
+                                      h["call_req_per_s"])):
+        lines.append("| %d | %.0f | %.0f | %.0f | %.2f |"
+                     % (i + 1, n, f, c, c / n))
     lines += ["", "## CPU", ""]
     for key, value in results["cpu"].items():
         lines.append("- %s: %.3f" % (key, value))
