@@ -75,7 +75,7 @@ local BAD_ANSWERS = {
 local ERR_BUF_SIZE = 512
 local DEFAULT_MAX_QUEUE = 65536
 local DEFAULT_TIMEOUT = 60
-local DEFAULT_SPIN = 50
+local DEFAULT_SPIN = 200     -- docs/benchmark.md: the knob study
 local INT_MAX = 2147483647
 
 -- ngx.semaphore's wait reads only .sem, before it yields: one table will do
