@@ -89,7 +89,8 @@ def free_port():
 
 
 def wait_for(condition, timeout, what):
-    """Polls condition() until it is true; fails with `what` at the deadline."""
+    """Polls condition() until it is true; fails naming `what` at the
+    deadline."""
     deadline = time.monotonic() + timeout * SLOW
     while True:
         value = condition()
@@ -98,6 +99,32 @@ def wait_for(condition, timeout, what):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(0.02)
+
+
+def check_signals_reach_nginx(srv, path):
+    """USR1, HUP to the master and QUIT to the worker itself all work.
+
+    path answers "true '<worker pid>'" through a loaded runtime.
+    """
+    worker = srv.worker_pids()[0]
+    assert srv.get(path).strip() == "true '%d'" % worker
+
+    srv.signal(signal.SIGUSR1)
+    srv.wait_log(r"\[notice\] %d#%d: reopening logs" % (worker, worker))
+
+    srv.signal(signal.SIGHUP)
+    srv.wait_log(r"worker process %d exited with code 0" % worker)
+    worker = srv.worker_pids()[0]
+    assert srv.get(path).strip() == "true '%d'" % worker
+
+    # sent to the worker process itself, the signal lands on any thread
+    # that does not block it (a runtime's): nginx must still act on it
+    os.kill(worker, signal.SIGQUIT)
+    srv.wait_log(r"worker process %d exited with code 0" % worker)
+    wait_for(lambda: srv.worker_pids() and srv.worker_pids()[0] != worker,
+             10, "a new worker")
+    worker = srv.worker_pids()[0]
+    assert srv.get(path).strip() == "true '%d'" % worker
 
 
 class NginxServer:

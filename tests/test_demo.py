@@ -43,7 +43,8 @@ def test_demo_answers_like_the_readme_says():
             "call 2 (100 ms)", "call 3 (200 ms)", "call 1 (300 ms)"]
         assert get("/go/echo?hello") == "true hello\n"
         assert get("/python/upper?hello") == "true HELLO\n"
-        assert get("/python/fail?x") == "false 1 ValueError: failing as asked\n"
+        assert get("/python/fail?x") == \
+            "false 1 ValueError: failing as asked\n"
         # etcd starts beside nginx: the first put may come before it is up
         wait_for(lambda: (get("/go/etcd/put?key=/demo/a&value=1") or "")
                  .startswith("{"), 30, "etcd through the demo")

@@ -1,6 +1,5 @@
 """Phases, aborted clients, reloads, worker exit and signals."""
 
-import os
 import signal
 import socket
 import threading
@@ -8,7 +7,7 @@ import threading
 import pytest
 
 from conftest import location
-from harness import EXAMPLE, MEMCHECK, wait_for
+from harness import EXAMPLE, MEMCHECK, check_signals_reach_nginx, wait_for
 
 needs_master = pytest.mark.skipif(
     MEMCHECK, reason="memcheck runs nginx with master_process off")
@@ -104,13 +103,14 @@ def test_rewrite_and_access_phases_can_call(nginx):
 
 
 def test_client_abort_mid_call(nginx):
-    srv = nginx(server=location("/slow", r"""
+    slow = location("/slow", r"""
         local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
         local ok, res = rt:delay("300")
         ngx.shared.results:set("finished", "yes")
         ngx.say(res)
-    """, extra="lua_check_client_abort on;") + pending_location("threads=2")
-        + location("/t", r"""
+    """, extra="lua_check_client_abort on;")
+    srv = nginx(server=slow + pending_location("threads=2")
+                + location("/t", r"""
         local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
         -- all of the aborted calls got their (late) answers
         local deadline = ngx.now() + 10
@@ -233,22 +233,4 @@ def test_nginx_signals_still_work_with_runtimes_loaded(nginx):
         local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=4"))
         show(rt:echo(tostring(ngx.worker.pid())))
     """))
-    worker = srv.worker_pids()[0]
-    assert srv.get("/t").strip() == "true '%d'" % worker
-
-    srv.signal(signal.SIGUSR1)
-    srv.wait_log(r"\[notice\] %d#%d: reopening logs" % (worker, worker))
-
-    srv.signal(signal.SIGHUP)
-    srv.wait_log(r"worker process %d exited with code 0" % worker)
-    worker = srv.worker_pids()[0]
-    assert srv.get("/t").strip() == "true '%d'" % worker
-
-    # a signal sent to the worker process itself lands on any thread that
-    # does not block it: nginx must still act on it
-    os.kill(worker, signal.SIGQUIT)
-    srv.wait_log(r"worker process %d exited with code 0" % worker)
-    wait_for(lambda: srv.worker_pids() and srv.worker_pids()[0] != worker,
-             10, "a new worker")
-    worker = srv.worker_pids()[0]
-    assert srv.get("/t").strip() == "true '%d'" % worker
+    check_signals_reach_nginx(srv, "/t")
