@@ -149,12 +149,12 @@ int ngx_http_lua_nonblocking_ffi_task_cancelled(void *tsk);
 /*
  * Writes msg (len bytes, or NUL-terminated when len is 0) to the error log
  * of the nginx worker at the given level (NONBLOCKING_FFI_LOG_*; any other
- * value logs at ERR), as nginx filters levels.  The message is copied and handed to the worker's main
- * thread, which writes it: no nginx structure is touched from the calling
- * thread.  nginx cuts a log entry at about 2 KB, so a longer message is
- * written as several entries, cut after a line end where there is one.
- * When more than 10000 messages are waiting, new ones are dropped and the
- * number dropped is logged.
+ * value logs at ERR), as nginx filters levels.  The message is copied and
+ * handed to the worker's main thread, which writes it: no nginx structure
+ * is touched from the calling thread.  nginx cuts a log entry at about
+ * 2 KB, so a longer message is written as several entries, cut after a
+ * line end where there is one.  When more than 10000 messages are waiting,
+ * new ones are dropped and the number dropped is logged.
  */
 void ngx_http_lua_nonblocking_ffi_log(int level, const char *msg, int len);
 
