@@ -87,6 +87,16 @@ struct ngx_nffi_runtime_s {
     unsigned               unloaded:1;
     unsigned               wake_pending:1;
 
+    /*
+     * Answers the caller has read, freed by the runtime's own poll threads:
+     * free() of memory malloc'ed on another thread costs the event loop an
+     * arena lock that the runtime's malloc() holds as often as not.  A
+     * poll thread that sleeps frees nothing: at most answers_held_max
+     * bytes wait for it, the event loop frees the rest itself.
+     */
+    ngx_nffi_stack_t       answers_read;
+    size_t                 answers_held;    /* atomic */
+
     ngx_nffi_runtime_t    *next;
     ngx_nffi_runtime_t    *next_to_wake;
     char                  *lib;
@@ -138,6 +148,8 @@ void ngx_nffi_event_expect_answer(ngx_uint_t rounds);
 void ngx_nffi_event_log(int level, const char *msg, size_t len);
 
 /* ngx_nffi_runtime.c */
+void ngx_nffi_runtime_discard_answer(ngx_nffi_runtime_t *rt, char *rsp);
+void ngx_nffi_runtime_free_answers_read(ngx_nffi_runtime_t *rt);
 void ngx_nffi_runtime_unload_all(void);
 
 /* ngx_nffi_signal.c */

@@ -10,9 +10,14 @@
 #include "ngx_nffi.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 
 
 typedef int (*ngx_nffi_init_pt)(char *cfg, void *tq);
+
+
+/* answers read and not yet freed by a poll thread, per runtime */
+#define NGX_NFFI_ANSWERS_HELD_MAX  (1024 * 1024)
 
 
 static ngx_int_t ngx_nffi_runtime_init(ngx_nffi_runtime_t *rt,
@@ -331,6 +336,52 @@ ngx_nffi_lua_gc(ngx_nffi_task_t *t)
 }
 
 
+/* on the main thread, for an answer its caller has read */
+
+void
+ngx_nffi_runtime_discard_answer(ngx_nffi_runtime_t *rt, char *rsp)
+{
+    size_t  size;
+
+    size = malloc_usable_size(rsp);
+
+    /* the answer's own memory links it: a tiny one cannot */
+    if (rt == NULL || rt->unloaded || size < sizeof(ngx_nffi_node_t)
+        || __atomic_load_n(&rt->answers_held, __ATOMIC_RELAXED) + size
+           > NGX_NFFI_ANSWERS_HELD_MAX)
+    {
+        free(rsp);
+        return;
+    }
+
+    __atomic_add_fetch(&rt->answers_held, size, __ATOMIC_RELAXED);
+    ngx_nffi_stack_push(&rt->answers_read, (ngx_nffi_node_t *) rsp);
+}
+
+
+/* on a poll thread, or on the main thread once nobody polls any more */
+
+void
+ngx_nffi_runtime_free_answers_read(ngx_nffi_runtime_t *rt)
+{
+    size_t            freed;
+    ngx_nffi_node_t  *node, *next;
+
+    freed = 0;
+
+    for (node = ngx_nffi_stack_take_all(&rt->answers_read); node; node = next)
+    {
+        next = node->next;
+        freed += malloc_usable_size(node);
+        free(node);
+    }
+
+    if (freed) {
+        __atomic_sub_fetch(&rt->answers_held, freed, __ATOMIC_RELAXED);
+    }
+}
+
+
 void
 ngx_nffi_lua_unload(void *runtime)
 {
@@ -342,8 +393,10 @@ ngx_nffi_lua_unload(void *runtime)
         return;
     }
 
+    /* from here on, answers read are freed at once */
     rt->unloaded = 1;
     ngx_nffi_queue_close(&rt->queue);
+    ngx_nffi_runtime_free_answers_read(rt);
 
     ngx_log_error(NGX_LOG_INFO, ngx_nffi_worker.log, 0,
                   "nonblocking_ffi: unloaded runtime %s", rt->lib);

@@ -85,7 +85,7 @@ ngx_nffi_task_free(ngx_nffi_task_t *t)
     ngx_nffi_lua_api_t  *lua = &ngx_nffi_worker.lua;
 
     if (t->rsp) {
-        free(t->rsp);
+        ngx_nffi_runtime_discard_answer(t->runtime, t->rsp);
         t->rsp = NULL;
     }
 
@@ -265,6 +265,8 @@ ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks, int max)
     if (max > NGX_NFFI_POLL_BATCH_MAX) {
         max = NGX_NFFI_POLL_BATCH_MAX;
     }
+
+    ngx_nffi_runtime_free_answers_read(rt);
 
     n = ngx_nffi_queue_pop(&rt->queue, nodes, max);
 
