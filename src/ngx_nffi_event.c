@@ -292,7 +292,6 @@ ngx_nffi_event_poll_answers(ngx_event_t *ev)
 }
 
 
-
 static void
 ngx_nffi_event_wake_worker(void)
 {
