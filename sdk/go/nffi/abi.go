@@ -87,8 +87,12 @@ func (b *batch) poll(q Queue) []unsafe.Pointer {
 	return unsafe.Slice(b.tasks, int(n))
 }
 
-// Request is a copy of the request bytes, or nil when Lua passed nil.
+// Request is a copy of the request bytes, or nil when Lua passed nil (or
+// once the task is answered: the module reuses its memory for other calls).
 func (t *Task) Request() []byte {
+	if t.answered.Load() {
+		return nil
+	}
 	var n C.int
 	p := C.ngx_http_lua_nonblocking_ffi_get_req(t.p, &n)
 	if p == nil {
@@ -97,8 +101,12 @@ func (t *Task) Request() []byte {
 	return C.GoBytes(unsafe.Pointer(p), n)
 }
 
-// Method is the method name of the call: "get" for runtime:get(req).
+// Method is the method name of the call: "get" for runtime:get(req), or
+// "" once the task is answered.
 func (t *Task) Method() string {
+	if t.answered.Load() {
+		return ""
+	}
 	var n C.int
 	p := C.ngx_http_lua_nonblocking_ffi_get_method(t.p, &n)
 	if p == nil {
@@ -109,7 +117,11 @@ func (t *Task) Method() string {
 
 // Cancelled tells whether nobody waits for the answer any more (the call
 // timed out, or its request went away).  The task must still be answered.
+// An answered task counts as cancelled.
 func (t *Task) Cancelled() bool {
+	if t.answered.Load() {
+		return true
+	}
 	return C.ngx_http_lua_nonblocking_ffi_task_cancelled(t.p) != 0
 }
 

@@ -115,9 +115,20 @@ func Serve(q Queue, h Handler) {
 	s.calls.Wait()
 
 	if c, ok := h.(io.Closer); ok {
-		if err := c.Close(); err != nil {
-			Logf(LevelWarn, "nffi: closing the handler: %v", err)
+		closeHandler(c)
+	}
+}
+
+// closeHandler runs the handler's Close; a panic there is logged, never
+// allowed to end the worker.
+func closeHandler(c io.Closer) {
+	defer func() {
+		if v := recover(); v != nil {
+			Logf(LevelErr, "nffi: closing the handler panicked: %v", v)
 		}
+	}()
+	if err := c.Close(); err != nil {
+		Logf(LevelWarn, "nffi: closing the handler: %v", err)
 	}
 }
 
@@ -158,25 +169,38 @@ func (s *server) serve(t *Task) {
 		return
 	}
 
+	rc, msg := errorAnswer(method, err)
+	t.Respond(rc, msg)
+}
+
+// errorAnswer turns a handler's error into an answer.  The error is the
+// handler's own code (a typed nil *Error, an Error method that panics):
+// nothing here may take the worker down.
+func errorAnswer(method string, err error) (rc int, msg []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			rc, msg = RCPanic, []byte(fmt.Sprintf(
+				"panic while reading the handler's error: %v", v))
+		}
+	}()
+
 	var e *Error
-	if errors.As(err, &e) {
-		rc := e.RC
+	if errors.As(err, &e) && e != nil {
+		rc = e.RC
 		if rc == 0 {
 			rc = RCError
 		}
-		t.Respond(rc, []byte(e.Message))
-		return
+		return rc, []byte(e.Message)
 	}
 
 	var p *panicError
-	if errors.As(err, &p) {
+	if errors.As(err, &p) && p != nil {
 		Logf(LevelErr, "nffi: handler panicked in method %q: %v\n%s",
 			method, p.value, p.stack)
-		t.Respond(RCPanic, []byte(p.Error()))
-		return
+		return RCPanic, []byte(p.Error())
 	}
 
-	t.Respond(RCError, []byte(err.Error()))
+	return RCError, []byte(err.Error())
 }
 
 type panicError struct {
