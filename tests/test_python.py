@@ -637,6 +637,37 @@ def test_load_failures_answer_an_rc_and_log_why(pynginx, modules):
         srv.wait_log(r"\[error\] .*nonblocking_ffi python: " + line)
 
 
+def test_a_path_module_is_that_file_or_the_load_fails(pynginx, modules):
+    # the same base name in two folders, and the name of a standard module
+    # the interpreter has imported already: each would silently be the
+    # module imported first
+    first = modules.write("a/twin", GOOD)
+    second = modules.write("b/twin", GOOD)
+    shadow = modules.write("logging", GOOD)
+    srv = pynginx(
+        server=py_location(
+            "/t",
+            r"""
+        show(pyload("%s,init") ~= nil)
+        show(pyload("%s,init"))
+        show(pyload("%s,init"))
+    """ % (first, second, shadow),
+        )
+    )
+    assert srv.get("/t").splitlines() == [
+        "true",
+        "nil '%s'" % (LOAD_FAILED % 4),
+        "nil '%s'" % (LOAD_FAILED % 4),
+    ]
+    srv.wait_log(
+        r'cannot import "%s": the name "twin" is already %s \(rename'
+        % (second, first)
+    )
+    srv.wait_log(
+        r'cannot import "%s": the name "logging" is already /' % shadow
+    )
+
+
 def test_interpreter_that_cannot_start_fails_every_load(pynginx, modules):
     lua = r"""
         show(pyload(ngx.var.arg_lib and ngx.var.arg_lib .. ",init"

@@ -53,6 +53,26 @@ def _module_name(module):
     return name
 
 
+def _imported_elsewhere(module, mod):
+    """For a module given by path: the file imported instead, or None.
+
+    A path's module is imported by its base name, so /srv/a/app.py and
+    /srv/b/app.py, or /srv/app/logging.py and the standard library's
+    logging, would silently be one module.
+    """
+    if "/" not in module:
+        return None
+    path = os.path.realpath(module)
+    wanted = [
+        path if path.endswith(".py") else path + ".py",
+        os.path.join(path, "__init__.py"),
+    ]
+    found = getattr(mod, "__file__", None)
+    if found and os.path.realpath(found) in wanted:
+        return None
+    return found or "a built-in module"
+
+
 def _import(name, reload):
     if reload:
         # a fresh import: the module and its submodules, read again
@@ -83,6 +103,14 @@ def load(module, reload, func, rest, tq):
         mod = _import(name, reload)
     except BaseException as exc:
         _log_error('cannot import "%s" (cfg "%s")' % (module, cfg), exc)
+        return RC_IMPORT
+
+    elsewhere = _imported_elsewhere(module, mod)
+    if elsewhere:
+        _log_error(
+            'cannot import "%s": the name "%s" is already %s (rename the '
+            "file)" % (module, name, elsewhere)
+        )
         return RC_IMPORT
 
     try:

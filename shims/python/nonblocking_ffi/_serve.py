@@ -143,7 +143,13 @@ class Server:
     def _poll_loop(self):
         try:
             while True:
-                task = poll(self.tq)
+                try:
+                    task = poll(self.tq)
+                except Exception:
+                    # e.g. no memory for the Task: the module answered that
+                    # call already; this thread keeps serving the others
+                    logger.exception("poll failed")
+                    continue
                 if task is None:
                     break
                 self._handle(task)
