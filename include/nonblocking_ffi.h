@@ -19,6 +19,9 @@
  * its thread is handed to the main thread.  Once a runtime is loaded,
  * SIGCHLD has its default disposition in the worker: nginx no longer reaps
  * children, so each child must be waited for by the code that started it.
+ * A child started from a runtime thread inherits that thread's mask, nginx's
+ * signals blocked: unblock them in the child (before exec) if it must react
+ * to TERM or HUP, or stop it with SIGKILL.
  *
  * A library, once loaded, is never closed (dlclose), also after unload.
  */
