@@ -159,6 +159,8 @@ static void spsc_run(int spin_max, int max);
 static void *mpmc_producer(void *data);
 static void *mpmc_consumer(void *data);
 static void mpmc_run(int spin_max, unsigned seed);
+static int mpmc_join(pthread_t *ct, mpmc_consumer_t *c, int consumers,
+    unsigned *seen, int total);
 static void close_run(int spin_max, int items);
 static void *ping_pong_echo(void *data);
 static void ping_pong_run(int spin_max);
@@ -498,7 +500,7 @@ mpmc_consumer(void *data)
 static void
 mpmc_run(int spin_max, unsigned seed)
 {
-    int               i, total, received, bad;
+    int               i, total, bad;
     unsigned         *seen;
     pthread_t         pt[MPMC_PRODUCERS], ct[MPMC_CONSUMERS];
     test_item_t      *items;
@@ -545,26 +547,7 @@ mpmc_run(int spin_max, unsigned seed)
 
     ngx_nffi_queue_close(&q);
 
-    received = 0;
-
-    for (i = 0; i < MPMC_CONSUMERS; i++) {
-        pthread_join(ct[i], NULL);
-        received += c[i].received;
-        CHECK(c[i].after_end == 0);
-    }
-
-    CHECK(received == total);
-
-    bad = 0;
-
-    for (i = 0; i < total; i++) {
-        if (seen[i] != 1) {
-            bad++;
-        }
-    }
-
-    /* every node exactly once */
-    CHECK(bad == 0);
+    bad = mpmc_join(ct, c, MPMC_CONSUMERS, seen, total);
     if (bad) {
         fprintf(stderr, "  %d of %d nodes not received exactly once\n",
                 bad, total);
@@ -584,10 +567,45 @@ mpmc_run(int spin_max, unsigned seed)
  * must take every node before they get 0.
  */
 
+/*
+ * Joins the consumers of a closed queue: each got the end once and nothing
+ * after it, and every node arrived exactly once.  Returns how many did not.
+ */
+
+static int
+mpmc_join(pthread_t *ct, mpmc_consumer_t *c, int consumers, unsigned *seen,
+    int total)
+{
+    int  i, received, bad;
+
+    received = 0;
+
+    for (i = 0; i < consumers; i++) {
+        pthread_join(ct[i], NULL);
+        received += c[i].received;
+        CHECK(c[i].after_end == 0);
+    }
+
+    CHECK(received == total);
+
+    bad = 0;
+
+    for (i = 0; i < total; i++) {
+        if (seen[i] != 1) {
+            bad++;
+        }
+    }
+
+    CHECK(bad == 0);
+
+    return bad;
+}
+
+
 static void
 close_run(int spin_max, int count)
 {
-    int               i, received, bad;
+    int               i;
     unsigned         *seen;
     pthread_t         ct[CLOSE_CONSUMERS];
     test_item_t      *items;
@@ -631,25 +649,7 @@ close_run(int spin_max, int count)
 
     ngx_nffi_queue_close(&q);
 
-    received = 0;
-
-    for (i = 0; i < CLOSE_CONSUMERS; i++) {
-        pthread_join(ct[i], NULL);
-        received += c[i].received;
-        CHECK(c[i].after_end == 0);
-    }
-
-    CHECK(received == count);
-
-    bad = 0;
-
-    for (i = 0; i < count; i++) {
-        if (seen[i] != 1) {
-            bad++;
-        }
-    }
-
-    CHECK(bad == 0);
+    mpmc_join(ct, c, CLOSE_CONSUMERS, seen, count);
 
     ngx_nffi_queue_destroy(&q);
     free(items);
