@@ -101,6 +101,18 @@ def wait_for(condition, timeout, what):
         time.sleep(0.02)
 
 
+def stop_process(proc, timeout):
+    """TERM, then KILL if proc has not exited after timeout seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def check_signals_reach_nginx(srv, path):
     """USR1, HUP to the master and QUIT to the worker itself all work.
 

@@ -4,7 +4,7 @@ import os
 import shutil
 import subprocess
 
-from harness import free_port, wait_for
+from harness import free_port, stop_process, wait_for
 
 
 class RedisServer:
@@ -73,10 +73,4 @@ class RedisServer:
         return out.stdout.rstrip("\n")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)

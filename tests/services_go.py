@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from harness import BUILD, REPO, free_port, wait_for
+from harness import BUILD, REPO, free_port, stop_process, wait_for
 
 GO_LIB = os.path.join(BUILD, "lib_nonblocking_ffi_go.so")
 GO_RAW_LIB = os.path.join(BUILD, "lib_nonblocking_ffi_go_raw.so")
@@ -77,13 +77,7 @@ class Etcd:
             return ""
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)
 
 
 @pytest.fixture(scope="module")
