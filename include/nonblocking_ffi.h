@@ -39,6 +39,10 @@ extern "C" {
 #define NONBLOCKING_FFI_ABI_VERSION  1
 
 
+/* the most tasks one ..._task_poll_batch() call takes */
+#define NONBLOCKING_FFI_POLL_BATCH_MAX  1024
+
+
 /* levels of ngx_http_lua_nonblocking_ffi_log(), the same as nginx's */
 #define NONBLOCKING_FFI_LOG_EMERG    1
 #define NONBLOCKING_FFI_LOG_ALERT    2
@@ -51,17 +55,23 @@ extern "C" {
 
 
 /*
- * Exported by the runtime.  Called once per (lib, cfg) pair in each nginx
- * worker process, on the worker's main thread, with nginx's signals blocked
- * (threads started here inherit that mask, which is what nginx needs).
+ * Exported by the runtime.  Called on the worker's main thread, with
+ * nginx's signals blocked (threads started here inherit that mask, which is
+ * what nginx needs), by the first ngx.load_nonblocking_ffi(lib, cfg) of each
+ * worker process for that library file and cfg ("demo" and "libdemo.so"
+ * name the same file; an absolute path is another name).  Later loads of
+ * the same pair return the loaded runtime without calling it again, until
+ * runtime:__unload(): a load after that calls it again, with a new tq.
  *
  * cfg  the cfg string given to ngx.load_nonblocking_ffi(), NUL-terminated,
  *      or NULL when it was nil.  Valid only during this call: copy it.
  * tq   the queue of this runtime: hand it to the poll functions.
  *
  * Return 0 when the runtime is ready; any other value makes the load fail
- * with that value in the error message.  Must not block for long: the worker
- * serves nobody while it runs.
+ * with that value in the error message.  After a non-zero return the
+ * runtime must not use tq (no thread of it may poll it): a load retried
+ * with the same lib and cfg hands the same tq to init again.  Must not
+ * block for long: the worker serves nobody while it runs.
  *
  * Libraries written for lua-resty-ffi may export libffi_init instead, with
  * the same signature; it is used when lib_nonblocking_ffi_init is absent.
@@ -124,7 +134,7 @@ int ngx_http_lua_nonblocking_ffi_abi_version(void);
 
 /*
  * Like ..._task_poll(), but takes up to max tasks at once into tasks[]
- * (at most 1024 per call).  Returns how many it took (at least 1), or 0 once
+ * (at most NONBLOCKING_FFI_POLL_BATCH_MAX per call).  Returns how many it took (at least 1), or 0 once
  * the runtime is unloaded and drained (the equivalent of NULL from
  * ..._task_poll()), or 0 when max < 1.
  */

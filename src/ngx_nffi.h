@@ -1,12 +1,32 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
- * lua-resty-nonblocking-ffi: definitions shared by the module's files.
+ * lua-resty-nonblocking-ffi: the module's map and the definitions its files
+ * share.
  *
+ * Files, each calling only files below it (no two call each other):
+ *
+ *   ngx_nffi_lua.c      what lib/resty/nonblocking_ffi.lua calls, in the
+ *                       order of its ffi.cdef: load, post, abandon, release,
+ *                       gc, unload, pending
  *   ngx_nffi_module.c   module glue: worker start and exit
- *   ngx_nffi_runtime.c  loading, calling and unloading runtimes (Lua side)
- *   ngx_nffi_task.c     tasks, their pool, and the runtime-side ABI
- *   ngx_nffi_event.c    the eventfd bridge back into the event loop
+ *   ngx_nffi_abi.c      everything include/nonblocking_ffi.h declares, in
+ *                       its order: what runtime threads call
+ *   ngx_nffi_runtime.c  runtimes: load (dlopen, init), the registry of a
+ *                       worker's runtimes, posting a task on a runtime's
+ *                       queue, local failures counted and logged, unload
+ *   ngx_nffi_event.c    the way back into the event loop: the done stack,
+ *                       the worker's eventfd, polling for answers after a
+ *                       call, runtime log messages, waking sleeping runtimes
+ *   ngx_nffi_task.c     tasks: their pool, lifecycle, request memory and
+ *                       answer memory
  *   ngx_nffi_signal.c   signal masks and handlers around runtime threads
- *   ngx_nffi_queue.c    the queues (no nginx dependency)
+ *   ngx_nffi_queue.c    the request queue and the lock-free stack (plain C,
+ *                       no nginx: tests/unit runs them under TSan)
+ *
+ * One call: lua post -> runtime post -> queue; a runtime thread takes it
+ * (abi poll) and answers (abi respond) -> event done stack -> eventfd or
+ * loop polling -> task answered -> the caller's semaphore -> lua release.
  */
 
 #ifndef _NGX_NFFI_H_INCLUDED_
@@ -24,21 +44,55 @@
 #define NGX_NFFI_TASK_MAGIC     0x6e666654  /* "nffT" */
 #define NGX_NFFI_RUNTIME_MAGIC  0x6e666652  /* "nffR" */
 
+/* bounds of opts.spin and opts.loop_spin (README, Lua API) */
+#define NGX_NFFI_SPIN_MAX       100000
+
 /* why an answer cannot be delivered (Lua has the messages) */
 #define NGX_NFFI_BAD_ANSWER_NONE             0
 #define NGX_NFFI_BAD_ANSWER_NEGATIVE_LENGTH  1
 #define NGX_NFFI_BAD_ANSWER_TOO_LONG         2
 
-/* task states; a task moves through them in this order */
+/* task states; a task moves through them in this order, then back to FREE */
 #define NGX_NFFI_TASK_FREE      0
 #define NGX_NFFI_TASK_QUEUED    1
-#define NGX_NFFI_TASK_POLLED    2
+#define NGX_NFFI_TASK_TAKEN     2
 #define NGX_NFFI_TASK_ANSWERED  3
+
+/* local failures that are counted and logged, rate-limited, per runtime */
+#define NGX_NFFI_FAILURE_TIMEOUT     0
+#define NGX_NFFI_FAILURE_QUEUE_FULL  1
+#define NGX_NFFI_FAILURES            2
 
 
 typedef struct ngx_nffi_runtime_s  ngx_nffi_runtime_t;
 typedef struct ngx_nffi_task_s     ngx_nffi_task_t;
 
+
+/*
+ * A task is one call.  Its lifecycle, and who moves it:
+ *
+ *   FREE      in the pool (ngx_nffi_task.c), owned by the main thread.
+ *   QUEUED    posted (ngx_nffi_runtime_post): both references set, on the
+ *             runtime's request queue.  Main thread, plain stores, then the
+ *             queue's mutex publishes the task to the runtime threads.
+ *   TAKEN     a poll thread took it (ngx_nffi_abi.c); atomic store.
+ *   ANSWERED  a runtime thread answered it: a compare-and-swap TAKEN ->
+ *             ANSWERED, so a second answer finds ANSWERED (or FREE, QUEUED)
+ *             and is refused with an [alert].  The task then goes on the
+ *             done stack (release), whose drain on the main thread
+ *             (acquire) sees the answer.
+ *   FREE      when both references are gone; atomic store on the main
+ *             thread.
+ *
+ * The two references change on the main thread only, so they are plain
+ * bits: lua_ref is dropped when the caller has read the answer, gave up
+ * (timeout) or its coroutine was collected; runtime_ref when the answer
+ * is taken from the done stack.  Whoever drops the last one frees.
+ *
+ * cancelled is set (atomic, release) on the main thread when the caller
+ * gives up or is collected, and read (acquire) by runtime threads through
+ * ngx_http_lua_nonblocking_ffi_task_cancelled(): the answer is still owed.
+ */
 
 struct ngx_nffi_task_s {
     /*
@@ -58,9 +112,12 @@ struct ngx_nffi_task_s {
     int                    state;       /* atomic */
     int                    cancelled;   /* atomic */
 
-    /* the two references; both change on the worker's main thread only */
     unsigned               lua_ref:1;
     unsigned               runtime_ref:1;
+    unsigned               has_req:1;
+
+    /* for the debug log: the n-th call of this worker */
+    ngx_uint_t             id;
 
     ngx_nffi_runtime_t    *runtime;
 
@@ -69,7 +126,6 @@ struct ngx_nffi_task_s {
     size_t                 buf_size;
     int                    method_len;
     int                    req_len;
-    unsigned               has_req:1;
 };
 
 
@@ -78,28 +134,37 @@ struct ngx_nffi_runtime_s {
     ngx_nffi_queue_t       queue;
 
     /* posted and not yet answered: bounded by max_queue */
-    ngx_uint_t             outstanding;
+    ngx_uint_t             pending;
     ngx_uint_t             max_queue;
 
-    /* event-loop rounds to poll for answers after a call (opts.spin) */
-    ngx_uint_t             spin;
+    /* event-loop rounds to poll for answers after a call (opts.loop_spin) */
+    ngx_uint_t             loop_spin;
 
-    unsigned               unloaded:1;
+    unsigned               loaded:1;     /* init returned 0, not unloaded */
+    unsigned               failed:1;     /* init returned non-zero */
     unsigned               wake_pending:1;
 
     /*
      * Answers the caller has read, freed by the runtime's own poll threads:
      * free() of memory malloc'ed on another thread costs the event loop an
-     * arena lock that the runtime's malloc() holds as often as not.  A
-     * poll thread that sleeps frees nothing: at most answers_held_max
-     * bytes wait for it, the event loop frees the rest itself.
+     * arena lock that the runtime's malloc() holds as often as not.  See
+     * ngx_nffi_task_discard_answer().
      */
-    ngx_nffi_stack_t       answers_read;
-    size_t                 answers_held;    /* atomic */
+    ngx_nffi_stack_t       read_answers;
+    size_t                 read_answers_size;   /* atomic */
+
+    /* local failures: all of them, and those not logged yet */
+    ngx_uint_t             failures[NGX_NFFI_FAILURES];
+    ngx_uint_t             failures_unlogged[NGX_NFFI_FAILURES];
+    time_t                 failures_logged_at;
+    ngx_event_t            failures_event;
 
     ngx_nffi_runtime_t    *next;
     ngx_nffi_runtime_t    *next_to_wake;
+
+    /* what it was loaded with: the library file and cfg (NULL for nil) */
     char                  *lib;
+    char                  *cfg;
 };
 
 
@@ -117,11 +182,13 @@ typedef struct {
     ngx_flag_t             active;
     ngx_flag_t             exiting;
     const char            *inactive_reason;
+    /* the one log of the module; runtime threads write it too */
     ngx_log_t             *log;
     ngx_nffi_lua_api_t     lua;
     ngx_nffi_runtime_t    *runtimes;
     /* calls posted and not yet answered, all runtimes together */
-    ngx_uint_t             outstanding;
+    ngx_uint_t             pending;
+    ngx_uint_t             last_task_id;
 } ngx_nffi_worker_t;
 
 
@@ -131,26 +198,35 @@ extern ngx_nffi_worker_t  ngx_nffi_worker;
 /* ngx_nffi_module.c */
 void ngx_nffi_worker_start(ngx_cycle_t *cycle);
 
-/* ngx_nffi_task.c */
-ngx_nffi_task_t *ngx_nffi_task_get(void);
-void ngx_nffi_task_free(ngx_nffi_task_t *t);
-ngx_int_t ngx_nffi_task_set_request(ngx_nffi_task_t *t, const char *method,
-    size_t method_len, const char *req, size_t req_len);
-void ngx_nffi_task_answered(ngx_nffi_task_t *t);
-void ngx_nffi_task_release_semaphores(void);
+/* ngx_nffi_runtime.c */
+ngx_nffi_runtime_t *ngx_nffi_runtime_load(const char *lib, const char *cfg,
+    int is_global, ngx_uint_t max_queue, int spin, ngx_uint_t loop_spin,
+    u_char *err, size_t *errlen);
+ngx_nffi_runtime_t *ngx_nffi_runtime_of(void *p);
+void ngx_nffi_runtime_post(ngx_nffi_runtime_t *rt, ngx_nffi_task_t *t);
+void ngx_nffi_runtime_failed(ngx_nffi_runtime_t *rt, ngx_uint_t failure);
+void ngx_nffi_runtime_unload(ngx_nffi_runtime_t *rt);
+void ngx_nffi_runtime_unload_all(void);
 
 /* ngx_nffi_event.c */
 ngx_int_t ngx_nffi_event_init(ngx_cycle_t *cycle);
 void ngx_nffi_event_done(void);
 void ngx_nffi_event_push_done(ngx_nffi_task_t *t);
 void ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt);
-void ngx_nffi_event_expect_answer(ngx_uint_t rounds);
+void ngx_nffi_event_expect_answer(ngx_uint_t loop_spin);
+void ngx_nffi_event_loop_spin_max(ngx_uint_t loop_spin);
 void ngx_nffi_event_log(int level, const char *msg, size_t len);
 
-/* ngx_nffi_runtime.c */
-void ngx_nffi_runtime_discard_answer(ngx_nffi_runtime_t *rt, char *rsp);
-void ngx_nffi_runtime_free_answers_read(ngx_nffi_runtime_t *rt);
-void ngx_nffi_runtime_unload_all(void);
+/* ngx_nffi_task.c */
+ngx_nffi_task_t *ngx_nffi_task_get(void);
+ngx_int_t ngx_nffi_task_set_request(ngx_nffi_task_t *t, const char *method,
+    size_t method_len, const char *req, size_t req_len);
+ngx_nffi_task_t *ngx_nffi_task_of(void *tsk);
+void ngx_nffi_task_answered(ngx_nffi_task_t *t);
+void ngx_nffi_task_release_lua(ngx_nffi_task_t *t, ngx_uint_t cancel);
+void ngx_nffi_task_free(ngx_nffi_task_t *t);
+void ngx_nffi_task_free_read_answers(ngx_nffi_runtime_t *rt);
+void ngx_nffi_task_release_semaphores(void);
 
 /* ngx_nffi_signal.c */
 void ngx_nffi_signal_init(void);

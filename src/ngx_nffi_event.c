@@ -1,19 +1,24 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * The bridge from runtime threads back into the worker's event loop.
  *
- * Runtime threads push answered tasks (and log messages) on lock-free
- * stacks and write the worker's eventfd only when a stack goes from empty
- * to non-empty; the read handler takes everything in one go.  In the other
+ * Runtime threads push answered tasks on the done stack (and log messages
+ * on a stack of their own) and write the worker's eventfd only when a
+ * stack goes from empty to non-empty; the read handler takes everything in
+ * one go.  In the other
  * direction, runtimes that sleep are woken once per event-loop iteration by
  * a posted event, however many calls were posted to them in it.
  *
  * A sleeping event loop costs a wake-up per answer (tens of microseconds on
- * a VM).  So after a call is posted, the loop polls the done queue for a few
- * rounds through an event posted to ngx_posted_next_events, which makes
+ * a VM).  So after a call is posted, the loop polls the done stack for a
+ * few rounds through an event posted to ngx_posted_next_events, which makes
  * epoll_wait() return at once; while it polls, runtimes skip the eventfd
- * write.  The number of rounds adapts, up to the runtime's opts.spin: a
- * window that saw no answer halves it, an answer seen while polling, or
- * one that came through the eventfd soon after its call, restores it.
+ * write.  The number of rounds is the runtime's opts.loop_spin, cut by a
+ * budget that the worker adapts between 0 and the largest loop_spin of its
+ * loaded runtimes: a window that saw no answer halves it, an answer seen
+ * while polling, or one that came through the eventfd soon after its call,
+ * grows it again.
  */
 
 #include "ngx_nffi.h"
@@ -42,14 +47,14 @@ typedef struct {
 
 static void ngx_nffi_event_wake_worker(void);
 static void ngx_nffi_event_read_handler(ngx_event_t *ev);
-static ngx_uint_t ngx_nffi_event_take_answers(void);
+static ngx_uint_t ngx_nffi_event_take_done(void);
 static void ngx_nffi_event_write_logs(void);
 static void ngx_nffi_event_write_log(ngx_nffi_log_entry_t *entry);
 static void ngx_nffi_event_wake_runtimes(ngx_event_t *ev);
 static void ngx_nffi_event_poll_answers(ngx_event_t *ev);
 
 
-static ngx_nffi_stack_t     ngx_nffi_answers;
+static ngx_nffi_stack_t     ngx_nffi_done;
 static ngx_nffi_stack_t     ngx_nffi_logs;
 static int                  ngx_nffi_logs_pending;
 static int                  ngx_nffi_logs_dropped;
@@ -68,7 +73,7 @@ static ngx_nffi_runtime_t  *ngx_nffi_runtimes_to_wake;
 /* the loop polls for answers: runtimes need not write the eventfd */
 static ngx_event_t          ngx_nffi_poll_event;
 static ngx_uint_t           ngx_nffi_poll_rounds;
-static ngx_uint_t           ngx_nffi_poll_budget = NGX_MAX_UINT32_VALUE;
+static ngx_uint_t           ngx_nffi_poll_budget;
 static ngx_uint_t           ngx_nffi_poll_max;
 static ngx_flag_t           ngx_nffi_poll_found;
 static long long            ngx_nffi_last_post_ns;
@@ -152,7 +157,7 @@ ngx_nffi_event_done(void)
     ngx_close_connection(ngx_nffi_wake_conn);
     ngx_nffi_wake_conn = NULL;
 
-    ngx_nffi_event_take_answers();
+    ngx_nffi_event_take_done();
     ngx_nffi_event_write_logs();
 }
 
@@ -160,7 +165,7 @@ ngx_nffi_event_done(void)
 void
 ngx_nffi_event_push_done(ngx_nffi_task_t *t)
 {
-    if (!ngx_nffi_stack_push(&ngx_nffi_answers, &t->node)) {
+    if (!ngx_nffi_stack_push(&ngx_nffi_done, &t->node)) {
         return;
     }
 
@@ -225,24 +230,16 @@ ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt)
 
 
 void
-ngx_nffi_event_expect_answer(ngx_uint_t spin)
+ngx_nffi_event_expect_answer(ngx_uint_t loop_spin)
 {
 #if (nginx_version >= 1017005)
     ngx_uint_t  rounds;
-
-    if (spin > ngx_nffi_poll_max) {
-        ngx_nffi_poll_max = spin;
-    }
-
-    if (ngx_nffi_poll_budget > ngx_nffi_poll_max) {
-        ngx_nffi_poll_budget = ngx_nffi_poll_max;
-    }
 
     if (ngx_nffi_poll_budget < ngx_nffi_poll_max) {
         ngx_nffi_last_post_ns = ngx_nffi_monotonic_ns();
     }
 
-    rounds = ngx_min(spin, ngx_nffi_poll_budget);
+    rounds = ngx_min(loop_spin, ngx_nffi_poll_budget);
 
     if (rounds == 0) {
         return;
@@ -262,21 +259,36 @@ ngx_nffi_event_expect_answer(ngx_uint_t spin)
 }
 
 
+/* the largest opts.loop_spin of the loaded runtimes, as they change */
+
+void
+ngx_nffi_event_loop_spin_max(ngx_uint_t loop_spin)
+{
+    if (ngx_nffi_poll_budget > loop_spin
+        || ngx_nffi_poll_budget == ngx_nffi_poll_max)
+    {
+        ngx_nffi_poll_budget = loop_spin;
+    }
+
+    ngx_nffi_poll_max = loop_spin;
+}
+
+
 static void
 ngx_nffi_event_poll_answers(ngx_event_t *ev)
 {
 #if (nginx_version >= 1017005)
-    if (ngx_nffi_event_take_answers()) {
+    if (ngx_nffi_event_take_done()) {
         ngx_nffi_poll_found = 1;
         ngx_nffi_poll_budget = ngx_nffi_poll_max;
     }
 
-    if (ngx_nffi_worker.outstanding > 0 && --ngx_nffi_poll_rounds > 0) {
+    if (ngx_nffi_worker.pending > 0 && --ngx_nffi_poll_rounds > 0) {
         ngx_post_event(ev, &ngx_posted_next_events);
         return;
     }
 
-    if (!ngx_nffi_poll_found && ngx_nffi_worker.outstanding > 0) {
+    if (!ngx_nffi_poll_found && ngx_nffi_worker.pending > 0) {
         /* the answers take longer than polling is worth */
         ngx_nffi_poll_budget /= 2;
     }
@@ -287,7 +299,7 @@ ngx_nffi_event_poll_answers(ngx_event_t *ev)
 
     /* an answer pushed while the loop polled wrote no eventfd */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    ngx_nffi_event_take_answers();
+    ngx_nffi_event_take_done();
 #endif
 }
 
@@ -299,9 +311,14 @@ ngx_nffi_event_wake_worker(void)
 
     pthread_mutex_lock(&ngx_nffi_wake_mutex);
 
-    if (ngx_nffi_wake_fd != -1) {
-        /* EAGAIN only when the counter is near 2^64: a wake is pending */
-        (void) !write(ngx_nffi_wake_fd, &one, sizeof(one));
+    /* EAGAIN only when the counter is near 2^64: a wake is pending */
+    if (ngx_nffi_wake_fd != -1
+        && write(ngx_nffi_wake_fd, &one, sizeof(one)) == -1
+        && ngx_errno != NGX_EAGAIN)
+    {
+        /* nginx's own thread pools log from their threads too */
+        ngx_log_error(NGX_LOG_ALERT, ngx_nffi_worker.log, ngx_errno,
+                      "nonblocking_ffi: write() to eventfd failed");
     }
 
     pthread_mutex_unlock(&ngx_nffi_wake_mutex);
@@ -320,12 +337,14 @@ ngx_nffi_event_read_handler(ngx_event_t *ev)
                       "nonblocking_ffi: read() from eventfd failed");
     }
 
-    if (ngx_nffi_event_take_answers()
+    if (ngx_nffi_event_take_done()
         && ngx_nffi_poll_budget < ngx_nffi_poll_max
         && ngx_nffi_monotonic_ns() - ngx_nffi_last_post_ns
            < NGX_NFFI_SHORT_WAIT_NS)
     {
-        ngx_nffi_poll_budget = ngx_nffi_poll_budget * 2 + 1;
+        /* poll_max is at most NGX_NFFI_SPIN_MAX: this cannot overflow */
+        ngx_nffi_poll_budget = ngx_min(ngx_nffi_poll_budget * 2 + 1,
+                                       ngx_nffi_poll_max);
     }
 
     ngx_nffi_event_write_logs();
@@ -333,14 +352,14 @@ ngx_nffi_event_read_handler(ngx_event_t *ev)
 
 
 static ngx_uint_t
-ngx_nffi_event_take_answers(void)
+ngx_nffi_event_take_done(void)
 {
     ngx_uint_t        n;
     ngx_nffi_node_t  *node, *next;
 
     n = 0;
 
-    for (node = ngx_nffi_stack_take_all(&ngx_nffi_answers); node; node = next)
+    for (node = ngx_nffi_stack_take_all(&ngx_nffi_done); node; node = next)
     {
         next = node->next;
         ngx_nffi_task_answered((ngx_nffi_task_t *)
@@ -372,7 +391,7 @@ ngx_nffi_event_write_logs(void)
     dropped = __atomic_exchange_n(&ngx_nffi_logs_dropped, 0,
                                   __ATOMIC_RELAXED);
     if (dropped) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_WARN, ngx_nffi_worker.log, 0,
                       "nonblocking_ffi: %d runtime log messages dropped",
                       dropped);
     }
@@ -401,7 +420,8 @@ ngx_nffi_event_write_log(ngx_nffi_log_entry_t *entry)
             }
         }
 
-        ngx_log_error((ngx_uint_t) entry->level, ngx_cycle->log, 0, "%*s",
+        ngx_log_error((ngx_uint_t) entry->level, ngx_nffi_worker.log, 0,
+                      "%*s",
                       (size_t) (cut - p - (cut > p && cut[-1] == '\n')), p);
 
         p = cut;
@@ -419,6 +439,9 @@ ngx_nffi_event_wake_runtimes(ngx_event_t *ev)
         rt = ngx_nffi_runtimes_to_wake;
         ngx_nffi_runtimes_to_wake = rt->next_to_wake;
         rt->wake_pending = 0;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_CORE, ev->log, 0,
+                       "nonblocking_ffi: waking the pollers of %s", rt->lib);
 
         ngx_nffi_queue_wake(&rt->queue);
     }

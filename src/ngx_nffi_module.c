@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * lua-resty-nonblocking-ffi: module glue.
  *
@@ -43,7 +45,7 @@ ngx_nffi_worker_t  ngx_nffi_worker = {
     0, 0,
     "runtimes are per worker process: load them in init_worker_by_lua* or "
     "later, not in init_by_lua* (threads do not survive fork)",
-    NULL, { NULL, NULL, NULL, NULL }, NULL, 0
+    NULL, { NULL, NULL, NULL, NULL }, NULL, 0, 0
 };
 
 
@@ -74,6 +76,9 @@ ngx_nffi_worker_start(ngx_cycle_t *cycle)
     }
 
     ngx_nffi_worker.log = cycle->log;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_CORE, cycle->log, 0,
+                   "nonblocking_ffi: worker start");
 
     if (ngx_nffi_find_lua_api(&ngx_nffi_worker.lua) != NGX_OK) {
         ngx_nffi_worker.inactive_reason =

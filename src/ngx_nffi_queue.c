@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * Request queue and done stack; see ngx_nffi_queue.h.
  */
@@ -124,7 +126,9 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
             for (round = 0; round < budget; round++) {
                 sched_yield();
 
-                if (__atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != NULL) {
+                if (__atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != NULL
+                    || __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
+                {
                     break;
                 }
             }
@@ -164,8 +168,20 @@ void
 ngx_nffi_queue_close(ngx_nffi_queue_t *q)
 {
     pthread_mutex_lock(&q->mutex);
-    q->closed = 1;
+    __atomic_store_n(&q->closed, 1, __ATOMIC_RELAXED);
     pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mutex);
+}
+
+
+void
+ngx_nffi_queue_reopen(ngx_nffi_queue_t *q, int spin_max)
+{
+    pthread_mutex_lock(&q->mutex);
+    __atomic_store_n(&q->closed, 0, __ATOMIC_RELAXED);
+    spin_max = spin_max < 0 ? 0 : spin_max;
+    __atomic_store_n(&q->spin_max, spin_max, __ATOMIC_RELAXED);
+    __atomic_store_n(&q->spin_budget, spin_max, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&q->mutex);
 }
 
@@ -211,14 +227,13 @@ ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q)
 static void
 ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q)
 {
-    int  budget;
+    int  budget, max;
 
     budget = __atomic_load_n(&q->spin_budget, __ATOMIC_RELAXED);
-    budget = budget * 2 + 1;
+    max = __atomic_load_n(&q->spin_max, __ATOMIC_RELAXED);
 
-    if (budget > q->spin_max) {
-        budget = q->spin_max;
-    }
+    /* spin_max may be as large as INT_MAX: no doubling past it */
+    budget = (budget >= max / 2) ? max : budget * 2 + 1;
 
     __atomic_store_n(&q->spin_budget, budget, __ATOMIC_RELAXED);
 }

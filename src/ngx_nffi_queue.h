@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * The two queues between a worker and its runtimes.  Plain C and pthreads,
  * no nginx headers, so that tests/unit can run them under ThreadSanitizer.
@@ -5,8 +7,9 @@
  * ngx_nffi_queue_t  a runtime's request queue: FIFO, any number of
  *                   producers and consumers; consumers spin adaptively,
  *                   then sleep.
- * ngx_nffi_stack_t  a worker's done queue: any thread pushes, one thread
- *                   takes everything at once, in push order.
+ * ngx_nffi_stack_t  a lock-free stack: any thread pushes, one thread
+ *                   takes everything at once, in push order (a worker's
+ *                   done stack, a runtime's read answers).
  */
 
 #ifndef _NGX_NFFI_QUEUE_H_INCLUDED_
@@ -30,7 +33,7 @@ typedef struct {
     ngx_nffi_node_t     *tail;
     unsigned             length;
     unsigned             sleepers;
-    int                  closed;
+    int                  closed;      /* atomic: spinners read it */
     /* sched_yield() rounds a consumer may spin before sleeping */
     int                  spin_max;
     int                  spin_budget;
@@ -61,6 +64,9 @@ int ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
 
 /* No more pushes: consumers drain what is queued, then get 0. */
 void ngx_nffi_queue_close(ngx_nffi_queue_t *q);
+
+/* Opens a closed, empty queue again, with a new spin_max. */
+void ngx_nffi_queue_reopen(ngx_nffi_queue_t *q, int spin_max);
 
 
 /* CLOCK_MONOTONIC in nanoseconds */

@@ -1,96 +1,118 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
- * Runtimes, and the functions lib/resty/nonblocking_ffi.lua calls through
- * the FFI.  All of them run on the worker's main thread.
+ * Runtimes: loading a library and running its init, the registry of the
+ * worker's runtimes, posting a task on a runtime's queue, local failures
+ * counted and reported, and unloading.  All of it runs on the worker's main
+ * thread; runtime threads only poll the queue (ngx_nffi_abi.c).
  *
- * A runtime is never freed: its threads may still call task_poll() on it
- * after it was unloaded (they get NULL), and its library is never closed
- * (Go and the JVM cannot be unloaded).
+ * A runtime whose init ran is never freed: its threads may still call
+ * task_poll() on it after it was unloaded (they get NULL), and its library
+ * is never closed (Go and the JVM cannot be unloaded).  One whose init
+ * failed is kept too, and reused when the same library and cfg are loaded
+ * again, so that a load retried on every request does not grow the worker.
  */
 
 #include "ngx_nffi.h"
 
 #include <dlfcn.h>
-#include <malloc.h>
 
 
 typedef int (*ngx_nffi_init_pt)(char *cfg, void *tq);
 
 
-/* answers read and not yet freed by a poll thread, per runtime */
-#define NGX_NFFI_ANSWERS_HELD_MAX  (1024 * 1024)
+/* at most one report of local failures per runtime in this time */
+#define NGX_NFFI_FAILURES_REPORT_INTERVAL  1000
 
 
-static ngx_int_t ngx_nffi_runtime_init(ngx_nffi_runtime_t *rt,
-    const char *lib, const char *cfg, int is_global, u_char *err,
-    size_t *errlen);
+static void *ngx_nffi_runtime_open(const char *lib, int is_global,
+    ngx_nffi_init_pt *init, const char **symbol, u_char *err, size_t *errlen);
+static ngx_nffi_runtime_t *ngx_nffi_runtime_get(const char *lib,
+    const char *cfg, int spin);
+static ngx_nffi_runtime_t *ngx_nffi_runtime_find_failed(const char *lib,
+    const char *cfg);
 static void ngx_nffi_runtime_pin_module(void);
-static ngx_nffi_runtime_t *ngx_nffi_runtime_of(void *p);
+static void ngx_nffi_runtime_update_loop_spin(void);
+static void ngx_nffi_runtime_report_failures(ngx_event_t *ev);
 
 
-ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, const char *cfg,
-    int is_global, int max_queue, int spin, u_char *err, size_t *errlen);
-ngx_nffi_task_t *ngx_nffi_lua_post(void *runtime, const char *method,
-    size_t method_len, const char *req, size_t req_len, const char **err);
-int ngx_nffi_lua_abandon(ngx_nffi_task_t *t);
-void ngx_nffi_lua_release(ngx_nffi_task_t *t);
-void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
-void ngx_nffi_lua_unload(void *runtime);
-int ngx_nffi_lua_outstanding(void *runtime);
+static const char  *ngx_nffi_failure_names[NGX_NFFI_FAILURES] = {
+    "timed out",
+    "refused (queue full)"
+};
 
 
 ngx_nffi_runtime_t *
-ngx_nffi_lua_load(const char *lib, const char *cfg, int is_global,
-    int max_queue, int spin, u_char *err, size_t *errlen)
+ngx_nffi_runtime_load(const char *lib, const char *cfg, int is_global,
+    ngx_uint_t max_queue, int spin, ngx_uint_t loop_spin, u_char *err,
+    size_t *errlen)
 {
+    int                  rc;
+    char                *cfg_copy;
+    sigset_t             saved;
+    const char          *symbol;
+    ngx_nffi_init_pt     init;
     ngx_nffi_runtime_t  *rt;
 
-    ngx_nffi_worker_start((ngx_cycle_t *) ngx_cycle);
+    cfg_copy = NULL;
 
-    if (!ngx_nffi_worker.active) {
-        *errlen = ngx_snprintf(err, *errlen, "%s",
-                               ngx_nffi_worker.inactive_reason)
-                  - err;
+    if (cfg) {
+        /* init may keep or change it: it gets a copy of its own */
+        cfg_copy = strdup(cfg);
+        if (cfg_copy == NULL) {
+            *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
+            return NULL;
+        }
+    }
+
+    /* constructors may start threads (Go's do): they inherit this mask */
+    ngx_nffi_signal_block(&saved);
+
+    if (ngx_nffi_runtime_open(lib, is_global, &init, &symbol, err, errlen)
+        == NULL)
+    {
+        ngx_nffi_signal_restore(&saved);
+        ngx_nffi_signal_take_back();
+        free(cfg_copy);
         return NULL;
     }
 
-    if (max_queue < 1) {
-        *errlen = ngx_snprintf(err, *errlen, "bad max_queue %d", max_queue)
-                  - err;
-        return NULL;
-    }
+    rt = ngx_nffi_runtime_get(lib, cfg, spin);
 
-    rt = ngx_calloc(sizeof(ngx_nffi_runtime_t), ngx_nffi_worker.log);
     if (rt == NULL) {
+        ngx_nffi_signal_restore(&saved);
+        ngx_nffi_signal_take_back();
+        free(cfg_copy);
         *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
         return NULL;
     }
 
-    rt->lib = strdup(lib);
-
-    if (rt->lib == NULL || ngx_nffi_queue_init(&rt->queue, spin) != 0) {
-        free(rt->lib);
-        ngx_free(rt);
-        *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
-        return NULL;
-    }
-
-    rt->magic = NGX_NFFI_RUNTIME_MAGIC;
-    rt->max_queue = (ngx_uint_t) max_queue;
-    rt->spin = (ngx_uint_t) spin;
+    rt->max_queue = max_queue;
+    rt->loop_spin = loop_spin;
 
     ngx_nffi_runtime_pin_module();
 
-    /* from here on the runtime's threads may hold rt: it is never freed */
-    rt->next = ngx_nffi_worker.runtimes;
-    ngx_nffi_worker.runtimes = rt;
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
+                   "nonblocking_ffi: runtime %p: %s() of %s", rt, symbol, lib);
 
-    if (ngx_nffi_runtime_init(rt, lib, cfg, is_global, err, errlen)
-        != NGX_OK)
-    {
-        rt->unloaded = 1;
+    rt->failed = 0;
+    rc = init(cfg_copy, rt);
+
+    ngx_nffi_signal_restore(&saved);
+    ngx_nffi_signal_take_back();
+    free(cfg_copy);
+
+    if (rc != 0) {
+        rt->failed = 1;
         ngx_nffi_queue_close(&rt->queue);
+        *errlen = ngx_snprintf(err, *errlen, "%s: %s() failed with rc %d",
+                               lib, symbol, rc)
+                  - err;
         return NULL;
     }
+
+    rt->loaded = 1;
+    ngx_nffi_runtime_update_loop_spin();
 
     ngx_log_error(NGX_LOG_INFO, ngx_nffi_worker.log, 0,
                   "nonblocking_ffi: loaded runtime %s", lib);
@@ -99,75 +121,113 @@ ngx_nffi_lua_load(const char *lib, const char *cfg, int is_global,
 }
 
 
-static ngx_int_t
-ngx_nffi_runtime_init(ngx_nffi_runtime_t *rt, const char *lib,
-    const char *cfg, int is_global, u_char *err, size_t *errlen)
+static void *
+ngx_nffi_runtime_open(const char *lib, int is_global, ngx_nffi_init_pt *init,
+    const char **symbol, u_char *err, size_t *errlen)
 {
-    int                rc;
-    char              *cfg_copy, *dlerr;
-    void              *handle;
-    sigset_t           saved;
-    const char        *symbol;
-    ngx_nffi_init_pt   init;
+    void         *handle;
+    const char   *dlerr;
+    struct stat   st;
 
-    cfg_copy = NULL;
-
-    if (cfg) {
-        cfg_copy = strdup(cfg);
-        if (cfg_copy == NULL) {
-            *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
-            return NGX_ERROR;
-        }
+    /* dlopen() of a FIFO blocks the worker until someone writes to it */
+    if (ngx_strchr(lib, '/') && stat(lib, &st) == 0 && !S_ISREG(st.st_mode))
+    {
+        *errlen = ngx_snprintf(err, *errlen, "failed to load %s: not a "
+                               "regular file", lib)
+                  - err;
+        return NULL;
     }
-
-    ngx_nffi_signal_block(&saved);
 
     handle = dlopen(lib, RTLD_NOW | (is_global ? RTLD_GLOBAL : RTLD_LOCAL));
 
     if (handle == NULL) {
-        ngx_nffi_signal_restore(&saved);
-        free(cfg_copy);
         dlerr = dlerror();
         *errlen = ngx_snprintf(err, *errlen, "failed to load %s: %s", lib,
                                dlerr ? dlerr : "unknown error")
                   - err;
-        return NGX_ERROR;
+        return NULL;
     }
 
-    symbol = "lib_nonblocking_ffi_init";
-    init = (ngx_nffi_init_pt) dlsym(handle, symbol);
+    *symbol = "lib_nonblocking_ffi_init";
+    *init = (ngx_nffi_init_pt) dlsym(handle, *symbol);
 
-    if (init == NULL) {
-        symbol = "libffi_init";
-        init = (ngx_nffi_init_pt) dlsym(handle, symbol);
+    if (*init == NULL) {
+        *symbol = "libffi_init";
+        *init = (ngx_nffi_init_pt) dlsym(handle, *symbol);
     }
 
-    if (init == NULL) {
-        /* its constructors ran: they may have started threads (Go does) */
-        ngx_nffi_signal_restore(&saved);
-        ngx_nffi_signal_take_back();
-        free(cfg_copy);
+    if (*init == NULL) {
         *errlen = ngx_snprintf(err, *errlen,
                                "%s exports neither lib_nonblocking_ffi_init "
                                "nor libffi_init", lib)
                   - err;
-        return NGX_ERROR;
+        return NULL;
     }
 
-    rc = init(cfg_copy, rt);
+    return handle;
+}
 
-    ngx_nffi_signal_restore(&saved);
-    ngx_nffi_signal_take_back();
-    free(cfg_copy);
 
-    if (rc != 0) {
-        *errlen = ngx_snprintf(err, *errlen, "%s: %s() failed with rc %d",
-                               lib, symbol, rc)
-                  - err;
-        return NGX_ERROR;
+/* a runtime to run init with: the failed one of the same key, or a new one */
+
+static ngx_nffi_runtime_t *
+ngx_nffi_runtime_get(const char *lib, const char *cfg, int spin)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_find_failed(lib, cfg);
+
+    if (rt) {
+        ngx_nffi_queue_reopen(&rt->queue, spin);
+        return rt;
     }
 
-    return NGX_OK;
+    rt = ngx_calloc(sizeof(ngx_nffi_runtime_t), ngx_nffi_worker.log);
+    if (rt == NULL) {
+        return NULL;
+    }
+
+    rt->lib = strdup(lib);
+    rt->cfg = cfg ? strdup(cfg) : NULL;
+
+    if (rt->lib == NULL || (cfg && rt->cfg == NULL)
+        || ngx_nffi_queue_init(&rt->queue, spin) != 0)
+    {
+        free(rt->lib);
+        free(rt->cfg);
+        ngx_free(rt);
+        return NULL;
+    }
+
+    rt->magic = NGX_NFFI_RUNTIME_MAGIC;
+    rt->failures_event.handler = ngx_nffi_runtime_report_failures;
+    rt->failures_event.data = rt;
+    rt->failures_event.log = ngx_nffi_worker.log;
+    rt->failures_event.cancelable = 1;
+
+    rt->next = ngx_nffi_worker.runtimes;
+    ngx_nffi_worker.runtimes = rt;
+
+    return rt;
+}
+
+
+static ngx_nffi_runtime_t *
+ngx_nffi_runtime_find_failed(const char *lib, const char *cfg)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    /* an unloaded runtime's threads were promised NULL forever: not those */
+    for (rt = ngx_nffi_worker.runtimes; rt; rt = rt->next) {
+        if (rt->failed && ngx_strcmp(rt->lib, lib) == 0
+            && (cfg ? rt->cfg && ngx_strcmp(rt->cfg, cfg) == 0
+                    : rt->cfg == NULL))
+        {
+            return rt;
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -180,6 +240,7 @@ static void
 ngx_nffi_runtime_pin_module(void)
 {
     Dl_info            info;
+    const char        *dlerr;
     static ngx_flag_t  pinned;
 
     if (pinned) {
@@ -194,13 +255,16 @@ ngx_nffi_runtime_pin_module(void)
         return;
     }
 
+    /* dladdr() sets no dlerror() */
+    dlerr = dlerror();
+
     ngx_log_error(NGX_LOG_WARN, ngx_nffi_worker.log, 0,
                   "nonblocking_ffi: could not pin the module in memory: %s",
-                  dlerror());
+                  dlerr ? dlerr : "dladdr() failed");
 }
 
 
-static ngx_nffi_runtime_t *
+ngx_nffi_runtime_t *
 ngx_nffi_runtime_of(void *p)
 {
     ngx_nffi_runtime_t  *rt = p;
@@ -213,204 +277,107 @@ ngx_nffi_runtime_of(void *p)
 }
 
 
-ngx_nffi_task_t *
-ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
-    const char *req, size_t req_len, const char **err)
+void
+ngx_nffi_runtime_post(ngx_nffi_runtime_t *rt, ngx_nffi_task_t *t)
 {
-    char                *errmsg;
-    ngx_nffi_task_t     *t;
-    ngx_nffi_runtime_t  *rt;
-
-    rt = ngx_nffi_runtime_of(runtime);
-
-    if (rt == NULL) {
-        *err = "not a runtime";
-        return NULL;
-    }
-
-    if (!ngx_nffi_worker.active) {
-        *err = ngx_nffi_worker.inactive_reason;
-        return NULL;
-    }
-
-    if (rt->unloaded) {
-        *err = "unloaded";
-        return NULL;
-    }
-
-    if (rt->outstanding >= rt->max_queue) {
-        *err = "queue full";
-        return NULL;
-    }
-
-    if (req_len > NGX_MAX_INT32_VALUE - 1
-        || method_len > NGX_MAX_INT32_VALUE - 1)
-    {
-        *err = "request too large";
-        return NULL;
-    }
-
-    t = ngx_nffi_task_get();
-    if (t == NULL) {
-        *err = "no memory";
-        return NULL;
-    }
-
-    if (t->sem == NULL
-        && ngx_nffi_worker.lua.sema_new(&t->sem, 0, &errmsg) != NGX_OK)
-    {
-        t->sem = NULL;
-        ngx_nffi_task_free(t);
-        *err = "no memory for a semaphore";
-        return NULL;
-    }
-
-    if (ngx_nffi_task_set_request(t, method, method_len, req, req_len)
-        != NGX_OK)
-    {
-        ngx_nffi_task_free(t);
-        *err = "no memory";
-        return NULL;
-    }
-
     t->runtime = rt;
-    t->rc = 0;
-    t->rsp = NULL;
-    t->rsp_len = -1;
-    t->bad_answer = NGX_NFFI_BAD_ANSWER_NONE;
-    t->lua_ref = 1;
-    t->runtime_ref = 1;
-    __atomic_store_n(&t->cancelled, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&t->state, NGX_NFFI_TASK_QUEUED, __ATOMIC_RELAXED);
 
-    rt->outstanding++;
-    ngx_nffi_worker.outstanding++;
+    rt->pending++;
+    ngx_nffi_worker.pending++;
 
+    ngx_log_debug5(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
+                   "nonblocking_ffi: task #%ui posted to %s: %s(), %d bytes, "
+                   "%ui pending",
+                   t->id, rt->lib, t->buf, t->req_len, rt->pending);
+
+    /* the queue's mutex publishes the task to the runtime's threads */
     if (ngx_nffi_queue_push(&rt->queue, &t->node)) {
         ngx_nffi_event_wake_runtime(rt);
     }
 
-    ngx_nffi_event_expect_answer(rt->spin);
-
-    return t;
+    ngx_nffi_event_expect_answer(rt->loop_spin);
 }
 
 
 /*
- * The caller stopped waiting (timeout).  Returns 1 when the answer came
- * meanwhile: the caller then reads it and releases the task as usual.
+ * A call that failed here, not in the runtime: counted, and reported at
+ * warn at most once a second per runtime, with the count since the last
+ * report, so that an operator sees a runtime that stopped answering.
  */
 
-int
-ngx_nffi_lua_abandon(ngx_nffi_task_t *t)
-{
-    if (!t->runtime_ref) {
-        return 1;
-    }
-
-    t->lua_ref = 0;
-    __atomic_store_n(&t->cancelled, 1, __ATOMIC_RELEASE);
-
-    return 0;
-}
-
-
 void
-ngx_nffi_lua_release(ngx_nffi_task_t *t)
+ngx_nffi_runtime_failed(ngx_nffi_runtime_t *rt, ngx_uint_t failure)
 {
-    t->lua_ref = 0;
+    ngx_msec_t  elapsed;
 
-    if (!t->runtime_ref) {
-        ngx_nffi_task_free(t);
-    }
-}
+    rt->failures[failure]++;
+    rt->failures_unlogged[failure]++;
 
-
-/* the finalizer of a call whose coroutine died while it waited */
-
-void
-ngx_nffi_lua_gc(ngx_nffi_task_t *t)
-{
-    __atomic_store_n(&t->cancelled, 1, __ATOMIC_RELEASE);
-    ngx_nffi_lua_release(t);
-}
-
-
-/* on the main thread, for an answer its caller has read */
-
-void
-ngx_nffi_runtime_discard_answer(ngx_nffi_runtime_t *rt, char *rsp)
-{
-    size_t  size;
-
-    size = malloc_usable_size(rsp);
-
-    /* the answer's own memory links it: a tiny one cannot */
-    if (rt == NULL || rt->unloaded || size < sizeof(ngx_nffi_node_t)
-        || __atomic_load_n(&rt->answers_held, __ATOMIC_RELAXED) + size
-           > NGX_NFFI_ANSWERS_HELD_MAX)
-    {
-        free(rsp);
+    if (rt->failures_event.timer_set || ngx_nffi_worker.exiting) {
         return;
     }
 
-    __atomic_add_fetch(&rt->answers_held, size, __ATOMIC_RELAXED);
-    ngx_nffi_stack_push(&rt->answers_read, (ngx_nffi_node_t *) rsp);
-}
+    elapsed = ngx_current_msec - rt->failures_logged_at;
 
-
-/* on a poll thread, or on the main thread once nobody polls any more */
-
-void
-ngx_nffi_runtime_free_answers_read(ngx_nffi_runtime_t *rt)
-{
-    size_t            freed;
-    ngx_nffi_node_t  *node, *next;
-
-    freed = 0;
-
-    for (node = ngx_nffi_stack_take_all(&rt->answers_read); node; node = next)
+    if (rt->failures_logged_at == 0
+        || elapsed >= NGX_NFFI_FAILURES_REPORT_INTERVAL)
     {
-        next = node->next;
-        freed += malloc_usable_size(node);
-        free(node);
+        ngx_nffi_runtime_report_failures(&rt->failures_event);
+        return;
     }
 
-    if (freed) {
-        __atomic_sub_fetch(&rt->answers_held, freed, __ATOMIC_RELAXED);
+    ngx_add_timer(&rt->failures_event,
+                  NGX_NFFI_FAILURES_REPORT_INTERVAL - elapsed);
+}
+
+
+static void
+ngx_nffi_runtime_report_failures(ngx_event_t *ev)
+{
+    ngx_uint_t           i;
+    ngx_nffi_runtime_t  *rt = ev->data;
+
+    rt->failures_logged_at = ngx_current_msec ? ngx_current_msec : 1;
+
+    for (i = 0; i < NGX_NFFI_FAILURES; i++) {
+        if (rt->failures_unlogged[i] == 0) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, ngx_nffi_worker.log, 0,
+                      "nonblocking_ffi: runtime %s%s%s: %ui calls %s since "
+                      "the last report (%ui in all), %ui pending",
+                      rt->lib, rt->cfg ? " & " : "", rt->cfg ? rt->cfg : "",
+                      rt->failures_unlogged[i], ngx_nffi_failure_names[i],
+                      rt->failures[i], rt->pending);
+
+        rt->failures_unlogged[i] = 0;
     }
 }
 
 
+/*
+ * Graceful: the tasks queued so far are still taken and answered, then
+ * every poller gets NULL.  Used by runtime:__unload() and at worker exit.
+ */
+
 void
-ngx_nffi_lua_unload(void *runtime)
+ngx_nffi_runtime_unload(ngx_nffi_runtime_t *rt)
 {
-    ngx_nffi_runtime_t  *rt;
-
-    rt = ngx_nffi_runtime_of(runtime);
-
-    if (rt == NULL || rt->unloaded) {
+    if (!rt->loaded) {
         return;
     }
 
     /* from here on, answers read are freed at once */
-    rt->unloaded = 1;
+    rt->loaded = 0;
     ngx_nffi_queue_close(&rt->queue);
-    ngx_nffi_runtime_free_answers_read(rt);
+    ngx_nffi_task_free_read_answers(rt);
+    ngx_nffi_runtime_update_loop_spin();
 
     ngx_log_error(NGX_LOG_INFO, ngx_nffi_worker.log, 0,
-                  "nonblocking_ffi: unloaded runtime %s", rt->lib);
-}
-
-
-int
-ngx_nffi_lua_outstanding(void *runtime)
-{
-    ngx_nffi_runtime_t  *rt;
-
-    rt = ngx_nffi_runtime_of(runtime);
-
-    return rt ? (int) rt->outstanding : -1;
+                  "nonblocking_ffi: unloaded runtime %s, %ui calls pending",
+                  rt->lib, rt->pending);
 }
 
 
@@ -420,6 +387,30 @@ ngx_nffi_runtime_unload_all(void)
     ngx_nffi_runtime_t  *rt;
 
     for (rt = ngx_nffi_worker.runtimes; rt; rt = rt->next) {
-        ngx_nffi_lua_unload(rt);
+        ngx_nffi_runtime_unload(rt);
+
+        if (rt->failures_event.timer_set) {
+            ngx_del_timer(&rt->failures_event);
+        }
     }
+}
+
+
+/* the event loop polls for answers as long as the loaded runtimes want */
+
+static void
+ngx_nffi_runtime_update_loop_spin(void)
+{
+    ngx_uint_t           max;
+    ngx_nffi_runtime_t  *rt;
+
+    max = 0;
+
+    for (rt = ngx_nffi_worker.runtimes; rt; rt = rt->next) {
+        if (rt->loaded && rt->loop_spin > max) {
+            max = rt->loop_spin;
+        }
+    }
+
+    ngx_nffi_event_loop_spin_max(max);
 }

@@ -1,22 +1,41 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
- * Tasks: one per call.  They live in slabs that are never freed while the
- * worker runs, so that a runtime holding a stale task pointer (a second
- * answer) touches pooled memory, never freed memory, and the state check
- * turns it into an [alert].  Free tasks are reused oldest first, which
- * keeps such a stale pointer away from a new call for as long as possible.
+ * Tasks: one per call; the lifecycle is written down in ngx_nffi.h, where
+ * the struct is.  This file holds all of a task's memory: the pool, the
+ * request buffer and the answer.
  *
- * This file also holds the runtime-side ABI of nonblocking_ffi.h.
+ * Tasks live in slabs that are never freed while the worker runs, so that
+ * a runtime holding a stale task pointer (a second answer) touches pooled
+ * memory, never freed memory, and the state check turns it into an
+ * [alert].  Free tasks are reused oldest first, which keeps such a stale
+ * pointer away from a new call for as long as possible.  Each task keeps
+ * its semaphore, and its request buffer within a bound, for the next call.
+ *
+ * Everything here runs on the worker's main thread, except
+ * ngx_nffi_task_free_read_answers(), which poll threads call.
  */
 
 #include "ngx_nffi.h"
 
+#include <malloc.h>
 
-#define NGX_NFFI_TASKS_PER_SLAB   64
+
+#define NGX_NFFI_TASKS_PER_SLAB     64
 
 /* request buffers above this size are not kept for the next call */
-#define NGX_NFFI_KEEP_BUF_SIZE    65536
+#define NGX_NFFI_KEPT_BUF_SIZE      65536
 
-#define NGX_NFFI_POLL_BATCH_MAX   1024
+/*
+ * Request buffers kept by free tasks, all together: a burst of large
+ * concurrent calls must not stay held by the pool.  Memory freed beyond
+ * this is handed back to the system by a trim shortly after the burst.
+ */
+#define NGX_NFFI_KEPT_BUFS_MAX      (4 * 1024 * 1024)
+#define NGX_NFFI_TRIM_DELAY         1000
+
+/* answers read and not yet freed by a poll thread, per runtime */
+#define NGX_NFFI_READ_ANSWERS_MAX   (1024 * 1024)
 
 
 typedef struct ngx_nffi_slab_s  ngx_nffi_slab_t;
@@ -27,42 +46,37 @@ struct ngx_nffi_slab_s {
 };
 
 
-static ngx_nffi_task_t *ngx_nffi_task_of(void *tsk, const char *caller);
+static ngx_int_t ngx_nffi_task_new_slab(void);
+static ngx_int_t ngx_nffi_task_new_semaphore(ngx_nffi_task_t *t);
+static void ngx_nffi_task_reset_semaphore(ngx_nffi_task_t *t);
+static void ngx_nffi_task_keep_buffer(ngx_nffi_task_t *t);
+static void ngx_nffi_task_trim(ngx_event_t *ev);
+static void ngx_nffi_task_discard_answer(ngx_nffi_task_t *t);
 
 
 static ngx_nffi_slab_t    *ngx_nffi_slabs;
 static ngx_nffi_node_t    *ngx_nffi_free_head;
 static ngx_nffi_node_t    *ngx_nffi_free_tail;
 
+/* bytes of request buffers that free tasks keep */
+static size_t              ngx_nffi_kept_bufs;
+static ngx_event_t         ngx_nffi_trim_event;
+
 
 #define ngx_nffi_task_from_node(n)                                            \
     ((ngx_nffi_task_t *) ((u_char *) (n) - offsetof(ngx_nffi_task_t, node)))
 
 
+/* a free task, ready for a call: both references held, no answer */
+
 ngx_nffi_task_t *
 ngx_nffi_task_get(void)
 {
-    ngx_uint_t        i;
     ngx_nffi_node_t  *node;
-    ngx_nffi_slab_t  *slab;
+    ngx_nffi_task_t  *t;
 
-    if (ngx_nffi_free_head == NULL) {
-        slab = ngx_calloc(sizeof(ngx_nffi_slab_t), ngx_nffi_worker.log);
-        if (slab == NULL) {
-            return NULL;
-        }
-
-        slab->next = ngx_nffi_slabs;
-        ngx_nffi_slabs = slab;
-
-        for (i = 0; i < NGX_NFFI_TASKS_PER_SLAB; i++) {
-            slab->tasks[i].magic = NGX_NFFI_TASK_MAGIC;
-            slab->tasks[i].node.next = (i + 1 < NGX_NFFI_TASKS_PER_SLAB)
-                                       ? &slab->tasks[i + 1].node : NULL;
-        }
-
-        ngx_nffi_free_head = &slab->tasks[0].node;
-        ngx_nffi_free_tail = &slab->tasks[NGX_NFFI_TASKS_PER_SLAB - 1].node;
+    if (ngx_nffi_free_head == NULL && ngx_nffi_task_new_slab() != NGX_OK) {
+        return NULL;
     }
 
     node = ngx_nffi_free_head;
@@ -73,68 +87,71 @@ ngx_nffi_task_get(void)
     }
 
     node->next = NULL;
+    t = ngx_nffi_task_from_node(node);
 
-    return ngx_nffi_task_from_node(node);
+    ngx_nffi_kept_bufs -= t->buf_size;
+
+    if (t->sem == NULL && ngx_nffi_task_new_semaphore(t) != NGX_OK) {
+        ngx_nffi_task_free(t);
+        return NULL;
+    }
+
+    t->id = ++ngx_nffi_worker.last_task_id;
+    t->rc = 0;
+    t->rsp = NULL;
+    t->rsp_len = -1;
+    t->bad_answer = NGX_NFFI_BAD_ANSWER_NONE;
+    t->lua_ref = 1;
+    t->runtime_ref = 1;
+    __atomic_store_n(&t->cancelled, 0, __ATOMIC_RELAXED);
+
+    return t;
 }
 
 
-void
-ngx_nffi_task_free(ngx_nffi_task_t *t)
+static ngx_int_t
+ngx_nffi_task_new_slab(void)
 {
-    int                  count;
-    ngx_nffi_lua_api_t  *lua = &ngx_nffi_worker.lua;
+    ngx_uint_t        i;
+    ngx_nffi_slab_t  *slab;
 
-    if (t->rsp) {
-        ngx_nffi_runtime_discard_answer(t->runtime, t->rsp);
-        t->rsp = NULL;
+    slab = ngx_calloc(sizeof(ngx_nffi_slab_t), ngx_nffi_worker.log);
+    if (slab == NULL) {
+        return NGX_ERROR;
     }
 
-    /*
-     * An answer that came for a coroutine that had already gone (killed,
-     * or timed out in the same event-loop iteration) left a count on the
-     * semaphore, which would wake the next caller at once.  The count is
-     * taken back rather than the semaphore freed: its event may still be
-     * posted, and lua-nginx-module would hand the memory out again.
-     */
-    if (t->sem) {
-        count = lua->sema_count(t->sem);
+    slab->next = ngx_nffi_slabs;
+    ngx_nffi_slabs = slab;
 
-        if (count > 0) {
-            lua->sema_post(t->sem, -count);
-
-        } else if (count < 0) {
-            /*
-             * A waiter is still queued: the wait raised ("attempt to yield
-             * across C-call boundary", a call from a string.gsub callback)
-             * and lua-nginx-module removes the waiter only when the request
-             * ends.  The semaphore is not ours to reuse.
-             */
-            ngx_log_error(NGX_LOG_ERR, ngx_nffi_worker.log, 0,
-                          "nonblocking_ffi: the semaphore of a finished "
-                          "call still has %d waiters, not reused", -count);
-            t->sem = NULL;
-        }
+    for (i = 0; i < NGX_NFFI_TASKS_PER_SLAB; i++) {
+        slab->tasks[i].magic = NGX_NFFI_TASK_MAGIC;
+        slab->tasks[i].node.next = (i + 1 < NGX_NFFI_TASKS_PER_SLAB)
+                                   ? &slab->tasks[i + 1].node : NULL;
     }
 
-    if (t->buf_size > NGX_NFFI_KEEP_BUF_SIZE) {
-        ngx_free(t->buf);
-        t->buf = NULL;
-        t->buf_size = 0;
+    ngx_nffi_free_head = &slab->tasks[0].node;
+    ngx_nffi_free_tail = &slab->tasks[NGX_NFFI_TASKS_PER_SLAB - 1].node;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_nffi_task_new_semaphore(ngx_nffi_task_t *t)
+{
+    char  *errmsg;
+
+    errmsg = NULL;
+
+    if (ngx_nffi_worker.lua.sema_new(&t->sem, 0, &errmsg) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_nffi_worker.log, 0,
+                      "nonblocking_ffi: no semaphore for a call: %s",
+                      errmsg ? errmsg : "unknown error");
+        t->sem = NULL;
+        return NGX_ERROR;
     }
 
-    t->runtime = NULL;
-    __atomic_store_n(&t->state, NGX_NFFI_TASK_FREE, __ATOMIC_RELEASE);
-
-    t->node.next = NULL;
-
-    if (ngx_nffi_free_tail) {
-        ngx_nffi_free_tail->next = &t->node;
-
-    } else {
-        ngx_nffi_free_head = &t->node;
-    }
-
-    ngx_nffi_free_tail = &t->node;
+    return NGX_OK;
 }
 
 
@@ -174,14 +191,35 @@ ngx_nffi_task_set_request(ngx_nffi_task_t *t, const char *method,
 }
 
 
-/* on the main thread, for each task taken from the done queue */
+/* NULL unless tsk is a task of the pool: for pointers from runtimes */
+
+ngx_nffi_task_t *
+ngx_nffi_task_of(void *tsk)
+{
+    ngx_nffi_task_t  *t = tsk;
+
+    if (t == NULL || t->magic != NGX_NFFI_TASK_MAGIC) {
+        return NULL;
+    }
+
+    return t;
+}
+
+
+/* the runtime's reference goes: the answer was taken from the done stack */
 
 void
 ngx_nffi_task_answered(ngx_nffi_task_t *t)
 {
     t->runtime_ref = 0;
-    t->runtime->outstanding--;
-    ngx_nffi_worker.outstanding--;
+    t->runtime->pending--;
+    ngx_nffi_worker.pending--;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
+                   "nonblocking_ffi: task #%ui answer delivered, rc %d, "
+                   "%d bytes, caller %s",
+                   t->id, t->rc, t->rsp_len,
+                   t->lua_ref ? "woken" : "gone");
 
     if (t->lua_ref && !ngx_nffi_worker.exiting) {
         ngx_nffi_worker.lua.sema_post(t->sem, 1);
@@ -190,6 +228,202 @@ ngx_nffi_task_answered(ngx_nffi_task_t *t)
 
     if (!t->lua_ref) {
         ngx_nffi_task_free(t);
+    }
+}
+
+
+/*
+ * The caller's reference goes: it read the answer, or (cancel) nobody
+ * waits for the answer any more.
+ */
+
+void
+ngx_nffi_task_release_lua(ngx_nffi_task_t *t, ngx_uint_t cancel)
+{
+    if (cancel) {
+        __atomic_store_n(&t->cancelled, 1, __ATOMIC_RELEASE);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
+                       "nonblocking_ffi: task #%ui given up by its caller",
+                       t->id);
+    }
+
+    t->lua_ref = 0;
+
+    if (!t->runtime_ref) {
+        ngx_nffi_task_free(t);
+    }
+}
+
+
+void
+ngx_nffi_task_free(ngx_nffi_task_t *t)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
+                   "nonblocking_ffi: task #%ui freed", t->id);
+
+    if (t->rsp) {
+        ngx_nffi_task_discard_answer(t);
+    }
+
+    if (t->sem) {
+        ngx_nffi_task_reset_semaphore(t);
+    }
+
+    ngx_nffi_task_keep_buffer(t);
+
+    t->runtime = NULL;
+    __atomic_store_n(&t->state, NGX_NFFI_TASK_FREE, __ATOMIC_RELEASE);
+
+    t->node.next = NULL;
+
+    if (ngx_nffi_free_tail) {
+        ngx_nffi_free_tail->next = &t->node;
+
+    } else {
+        ngx_nffi_free_head = &t->node;
+    }
+
+    ngx_nffi_free_tail = &t->node;
+}
+
+
+/*
+ * An answer that came for a coroutine that had already gone (killed, or
+ * timed out in the same event-loop iteration) left a count on the
+ * semaphore, which would wake the next caller at once.  The count is taken
+ * back rather than the semaphore freed: its event may still be posted, and
+ * lua-nginx-module would hand the memory out again.
+ *
+ * The count is taken back with a negative post, which lua.semaphore's Lua
+ * API refuses but the C function it wraps does not check: it adds n to
+ * the count and wakes waiters only while the count is positive and a
+ * waiter is queued (lua-nginx-module 0.10.x, ngx_http_lua_semaphore.c).
+ * Here nobody waits, so it only adds.  Should a version ever refuse it,
+ * the count stays, and the semaphore is dropped rather than reused.
+ */
+
+static void
+ngx_nffi_task_reset_semaphore(ngx_nffi_task_t *t)
+{
+    int                  count;
+    ngx_nffi_lua_api_t  *lua = &ngx_nffi_worker.lua;
+
+    count = lua->sema_count(t->sem);
+
+    if (count > 0) {
+        lua->sema_post(t->sem, -count);
+        count = lua->sema_count(t->sem);
+    }
+
+    if (count == 0) {
+        return;
+    }
+
+    /*
+     * count < 0: a waiter is still queued: the wait raised ("attempt to
+     * yield across C-call boundary", a call from a string.gsub callback)
+     * and lua-nginx-module removes the waiter only when the request ends.
+     * Either way the semaphore is not ours to reuse.
+     */
+    ngx_log_error(NGX_LOG_ERR, ngx_nffi_worker.log, 0,
+                  "nonblocking_ffi: the semaphore of a finished call has "
+                  "count %d, not reused", count);
+    t->sem = NULL;
+}
+
+
+static void
+ngx_nffi_task_keep_buffer(ngx_nffi_task_t *t)
+{
+    if (t->buf_size <= NGX_NFFI_KEPT_BUF_SIZE
+        && ngx_nffi_kept_bufs + t->buf_size <= NGX_NFFI_KEPT_BUFS_MAX)
+    {
+        ngx_nffi_kept_bufs += t->buf_size;
+        return;
+    }
+
+    ngx_free(t->buf);
+    t->buf = NULL;
+    t->buf_size = 0;
+
+    /* glibc keeps freed memory below the top of its heap until a trim */
+    if (!ngx_nffi_trim_event.timer_set && !ngx_nffi_worker.exiting) {
+        ngx_nffi_trim_event.handler = ngx_nffi_task_trim;
+        ngx_nffi_trim_event.log = ngx_nffi_worker.log;
+        ngx_nffi_trim_event.cancelable = 1;
+        ngx_add_timer(&ngx_nffi_trim_event, NGX_NFFI_TRIM_DELAY);
+    }
+}
+
+
+static void
+ngx_nffi_task_trim(ngx_event_t *ev)
+{
+    int  released;
+
+    released = malloc_trim(0);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, ev->log, 0,
+                   "nonblocking_ffi: malloc_trim() after a burst: %d",
+                   released);
+}
+
+
+/*
+ * The answer of a task whose caller has read it, or never will.  It was
+ * malloc'ed on a runtime thread: it goes back to that runtime's poll
+ * threads, which free it the next time they poll, unless more than
+ * NGX_NFFI_READ_ANSWERS_MAX bytes already wait there (a poll thread may
+ * sleep a long time), or the runtime was unloaded.
+ */
+
+static void
+ngx_nffi_task_discard_answer(ngx_nffi_task_t *t)
+{
+    char                *rsp;
+    size_t               size;
+    ngx_nffi_runtime_t  *rt;
+
+    rsp = t->rsp;
+    rt = t->runtime;
+    t->rsp = NULL;
+
+    size = malloc_usable_size(rsp);
+
+    /* the answer's own memory links it: a tiny one cannot */
+    if (!rt->loaded || size < sizeof(ngx_nffi_node_t)
+        || __atomic_load_n(&rt->read_answers_size, __ATOMIC_RELAXED) + size
+           > NGX_NFFI_READ_ANSWERS_MAX)
+    {
+        free(rsp);
+        return;
+    }
+
+    __atomic_add_fetch(&rt->read_answers_size, size, __ATOMIC_RELAXED);
+    ngx_nffi_stack_push(&rt->read_answers, (ngx_nffi_node_t *) rsp);
+}
+
+
+/* on a poll thread, or on the main thread once nobody polls any more */
+
+void
+ngx_nffi_task_free_read_answers(ngx_nffi_runtime_t *rt)
+{
+    size_t            freed;
+    ngx_nffi_node_t  *node, *next;
+
+    freed = 0;
+
+    for (node = ngx_nffi_stack_take_all(&rt->read_answers); node; node = next)
+    {
+        next = node->next;
+        freed += malloc_usable_size(node);
+        free(node);
+    }
+
+    if (freed) {
+        __atomic_sub_fetch(&rt->read_answers_size, freed, __ATOMIC_RELAXED);
     }
 }
 
@@ -205,6 +439,10 @@ ngx_nffi_task_release_semaphores(void)
     ngx_uint_t        i;
     ngx_nffi_slab_t  *slab;
 
+    if (ngx_nffi_trim_event.timer_set) {
+        ngx_del_timer(&ngx_nffi_trim_event);
+    }
+
     for (slab = ngx_nffi_slabs; slab; slab = slab->next) {
         for (i = 0; i < NGX_NFFI_TASKS_PER_SLAB; i++) {
             if (slab->tasks[i].sem) {
@@ -213,235 +451,4 @@ ngx_nffi_task_release_semaphores(void)
             }
         }
     }
-}
-
-
-static ngx_nffi_task_t *
-ngx_nffi_task_of(void *tsk, const char *caller)
-{
-    ngx_nffi_task_t  *t = tsk;
-
-    if (t == NULL || t->magic != NGX_NFFI_TASK_MAGIC) {
-        ngx_nffi_event_log(NGX_LOG_ALERT, caller, ngx_strlen(caller));
-        return NULL;
-    }
-
-    return t;
-}
-
-
-/* the runtime-side ABI */
-
-
-int
-ngx_http_lua_nonblocking_ffi_abi_version(void)
-{
-    return NONBLOCKING_FFI_ABI_VERSION;
-}
-
-
-int
-ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks, int max)
-{
-    int                  i, n;
-    ngx_nffi_node_t     *nodes[NGX_NFFI_POLL_BATCH_MAX];
-    ngx_nffi_task_t     *t;
-    ngx_nffi_runtime_t  *rt = tq;
-
-    if (rt == NULL || rt->magic != NGX_NFFI_RUNTIME_MAGIC) {
-        ngx_nffi_event_log(NGX_LOG_ALERT,
-                           "nonblocking_ffi: task_poll on something that is "
-                           "not a runtime queue", 0);
-        return 0;
-    }
-
-    if (tasks == NULL || max < 1) {
-        ngx_nffi_event_log(NGX_LOG_ALERT,
-                           "nonblocking_ffi: task_poll_batch without room "
-                           "for a task", 0);
-        return 0;
-    }
-
-    if (max > NGX_NFFI_POLL_BATCH_MAX) {
-        max = NGX_NFFI_POLL_BATCH_MAX;
-    }
-
-    ngx_nffi_runtime_free_answers_read(rt);
-
-    n = ngx_nffi_queue_pop(&rt->queue, nodes, max);
-
-    for (i = 0; i < n; i++) {
-        t = ngx_nffi_task_from_node(nodes[i]);
-        __atomic_store_n(&t->state, NGX_NFFI_TASK_POLLED, __ATOMIC_RELEASE);
-        tasks[i] = t;
-    }
-
-    return n;
-}
-
-
-void *
-ngx_http_lua_nonblocking_ffi_task_poll(void *tq)
-{
-    void  *task;
-
-    if (ngx_http_lua_nonblocking_ffi_task_poll_batch(tq, &task, 1) == 0) {
-        return NULL;
-    }
-
-    return task;
-}
-
-
-char *
-ngx_http_lua_nonblocking_ffi_get_req(void *tsk, int *len)
-{
-    ngx_nffi_task_t  *t;
-
-    t = ngx_nffi_task_of(tsk, "nonblocking_ffi: get_req on something that "
-                              "is not a task");
-
-    if (t == NULL || !t->has_req) {
-        if (len) {
-            *len = 0;
-        }
-
-        return NULL;
-    }
-
-    if (len) {
-        *len = t->req_len;
-    }
-
-    return t->buf + t->method_len + 1;
-}
-
-
-const char *
-ngx_http_lua_nonblocking_ffi_get_method(void *tsk, int *len)
-{
-    ngx_nffi_task_t  *t;
-
-    t = ngx_nffi_task_of(tsk, "nonblocking_ffi: get_method on something "
-                              "that is not a task");
-
-    if (t == NULL) {
-        if (len) {
-            *len = 0;
-        }
-
-        return NULL;
-    }
-
-    if (len) {
-        *len = t->method_len;
-    }
-
-    return t->buf;
-}
-
-
-int
-ngx_http_lua_nonblocking_ffi_task_cancelled(void *tsk)
-{
-    ngx_nffi_task_t  *t;
-
-    t = ngx_nffi_task_of(tsk, "nonblocking_ffi: task_cancelled on something "
-                              "that is not a task");
-
-    return t == NULL ? 1 : __atomic_load_n(&t->cancelled, __ATOMIC_ACQUIRE);
-}
-
-
-void
-ngx_http_lua_nonblocking_ffi_respond(void *tsk, int rc, char *rsp,
-    int rsp_len)
-{
-    int               expected;
-    size_t            len;
-    ngx_nffi_task_t  *t;
-
-    t = ngx_nffi_task_of(tsk, "nonblocking_ffi: respond on something that "
-                              "is not a task, answer dropped");
-    if (t == NULL) {
-        free(rsp);
-        return;
-    }
-
-    expected = NGX_NFFI_TASK_POLLED;
-
-    if (!__atomic_compare_exchange_n(&t->state, &expected,
-                                     NGX_NFFI_TASK_ANSWERED, 0,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-    {
-        ngx_nffi_event_log(NGX_LOG_ALERT,
-                           "nonblocking_ffi: respond on a task that is not "
-                           "waiting for an answer (answered twice?), "
-                           "answer dropped", 0);
-        free(rsp);
-        return;
-    }
-
-    t->rc = rc;
-    t->rsp = NULL;
-    t->rsp_len = -1;
-    t->bad_answer = NGX_NFFI_BAD_ANSWER_NONE;
-
-    if (rsp_len < 0) {
-        free(rsp);
-        t->bad_answer = NGX_NFFI_BAD_ANSWER_NEGATIVE_LENGTH;
-
-    } else if (rsp) {
-        len = rsp_len ? (size_t) rsp_len : strlen(rsp);
-
-        if (len > NGX_MAX_INT32_VALUE) {
-            free(rsp);
-            t->bad_answer = NGX_NFFI_BAD_ANSWER_TOO_LONG;
-
-        } else {
-            t->rsp = rsp;
-            t->rsp_len = (int) len;
-        }
-    }
-
-    ngx_nffi_event_push_done(t);
-}
-
-
-void
-ngx_http_lua_nonblocking_ffi_log(int level, const char *msg, int len)
-{
-    if (msg == NULL) {
-        return;
-    }
-
-    if (level < NGX_LOG_EMERG || level > NGX_LOG_DEBUG) {
-        level = NGX_LOG_ERR;
-    }
-
-    ngx_nffi_event_log(level, msg, len > 0 ? (size_t) len : strlen(msg));
-}
-
-
-/* lua-resty-ffi names */
-
-
-void *
-ngx_http_lua_ffi_task_poll(void *tq)
-{
-    return ngx_http_lua_nonblocking_ffi_task_poll(tq);
-}
-
-
-char *
-ngx_http_lua_ffi_get_req(void *tsk, int *len)
-{
-    return ngx_http_lua_nonblocking_ffi_get_req(tsk, len);
-}
-
-
-void
-ngx_http_lua_ffi_respond(void *tsk, int rc, char *rsp, int rsp_len)
-{
-    ngx_http_lua_nonblocking_ffi_respond(tsk, rc, rsp, rsp_len);
 }

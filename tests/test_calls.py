@@ -135,6 +135,20 @@ def test_load_failures_return_nil_and_a_reason(nginx):
         show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { is_global = "yes" }))
         show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { timeout = 0 }))
         show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { spin = -1 }))
+        -- a NUL would cut the path or the cfg
+        show(ngx.load_nonblocking_ffi(EXAMPLE .. "\0/anything"))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, "threads=1\0threads=9"))
+        -- false is no default, and no number
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { max_queue = false }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { timeout = false }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { spin = false }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { is_global = 0 }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { spin = 2^31 - 1 }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { spin = 100001 }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { loop_spin = -1 }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { loop_spin = 1e6 }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { loop_spin = "1" }))
+        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { max_queue = 2^31 }))
         -- a failed init is not cached: the same key loads once it works
         show(ngx.load_nonblocking_ffi(EXAMPLE, "fail=7") ~= nil)
     """))
@@ -148,16 +162,23 @@ def test_load_failures_return_nil_and_a_reason(nginx):
     assert lines[3] == ("nil '%s: lib_nonblocking_ffi_init() failed with "
                         "rc 7'" % (BUILD + "/libnffi_example.so"))
     assert lines[4].endswith("lib_nonblocking_ffi_init() failed with rc -1'")
+    bad_lib = "nil 'bad lib: non-empty string without NUL bytes expected'"
+    bad_cfg = "nil 'bad cfg: string without NUL bytes or nil expected'"
+    bad_max_queue = ("nil 'bad opts.max_queue: integer from 1 to 2147483647 "
+                     "expected'")
+    bad_timeout = "nil 'bad opts.timeout: 0.001 to 2147483 seconds expected'"
+    bad_spin = "nil 'bad opts.spin: integer from 0 to 100000 expected'"
+    bad_loop_spin = ("nil 'bad opts.loop_spin: integer from 0 to 100000 "
+                     "expected'")
+    bad_is_global = "nil 'bad opts.is_global: boolean expected'"
     assert lines[5:] == [
-        "nil 'bad lib: non-empty string expected'",
-        "nil 'bad lib: non-empty string expected'",
-        "nil 'bad cfg: string or nil expected'",
+        bad_lib, bad_lib, bad_cfg,
         "nil 'bad opts: table or nil expected'",
-        "nil 'bad opts.max_queue: positive integer expected'",
-        "nil 'bad opts.max_queue: positive integer expected'",
-        "nil 'bad opts.is_global: boolean expected'",
-        "nil 'bad opts.timeout: 0.001 to 2147483 seconds expected'",
-        "nil 'bad opts.spin: integer >= 0 expected'",
+        bad_max_queue, bad_max_queue, bad_is_global, bad_timeout, bad_spin,
+        bad_lib, bad_cfg,
+        bad_max_queue, bad_timeout, bad_spin, bad_is_global,
+        bad_spin, bad_spin, bad_loop_spin, bad_loop_spin, bad_loop_spin,
+        bad_max_queue,
         "false",
     ]
 

@@ -1,3 +1,5 @@
+-- SPDX-License-Identifier: BSD-2-Clause
+
 -- lua-resty-nonblocking-ffi: call runtimes written in C, Go, Python, Java,
 -- Rust... from nginx without blocking the worker.
 --
@@ -22,6 +24,13 @@ local sema_wait = semaphore.wait
 local type = type
 local setmetatable = setmetatable
 local math_floor = math.floor
+local subsystem = ngx.config and ngx.config.subsystem
+
+
+if subsystem ~= "http" then
+    error("resty.nonblocking_ffi supports lua-nginx-module's http subsystem "
+          .. "only, not " .. tostring(subsystem), 2)
+end
 
 
 ffi.cdef[[
@@ -36,9 +45,9 @@ ffi.cdef[[
         int                   bad_answer;    /* index in BAD_ANSWERS */
     } ngx_nffi_task_t;
 
-    ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, const char *cfg,
-        int is_global, int max_queue, int spin, unsigned char *err,
-        size_t *errlen);
+    ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, size_t lib_len,
+        const char *cfg, size_t cfg_len, int is_global, int max_queue,
+        int spin, int loop_spin, unsigned char *err, size_t *errlen);
     ngx_nffi_task_t *ngx_nffi_lua_post(ngx_nffi_runtime_t *rt,
         const char *method, size_t method_len, const char *req,
         size_t req_len, const char **err);
@@ -46,7 +55,7 @@ ffi.cdef[[
     void ngx_nffi_lua_release(ngx_nffi_task_t *t);
     void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
     void ngx_nffi_lua_unload(ngx_nffi_runtime_t *rt);
-    int ngx_nffi_lua_outstanding(ngx_nffi_runtime_t *rt);
+    int ngx_nffi_lua_pending(ngx_nffi_runtime_t *rt);
 ]]
 
 
@@ -64,7 +73,7 @@ local lua_abandon = C.ngx_nffi_lua_abandon
 local lua_release = C.ngx_nffi_lua_release
 local lua_gc = C.ngx_nffi_lua_gc
 local lua_unload = C.ngx_nffi_lua_unload
-local lua_outstanding = C.ngx_nffi_lua_outstanding
+local lua_pending = C.ngx_nffi_lua_pending
 
 -- NGX_NFFI_BAD_ANSWER_* of src/ngx_nffi.h
 local BAD_ANSWERS = {
@@ -75,8 +84,15 @@ local BAD_ANSWERS = {
 local ERR_BUF_SIZE = 512
 local DEFAULT_MAX_QUEUE = 65536
 local DEFAULT_TIMEOUT = 60
-local DEFAULT_SPIN = 200     -- docs/benchmark.md: the knob study
-local INT_MAX = 2147483647
+local DEFAULT_SPIN = 200         -- docs/benchmark.md: the knob study
+local DEFAULT_LOOP_SPIN = 200
+local INT_MIN, INT_MAX = -2147483648, 2147483647
+-- C refuses it with the message that names the option and its bounds
+local NOT_AN_INT = -1
+
+-- method names with a cached caller; names past this get a new closure
+-- per lookup, so that generated names cannot grow the worker
+local CACHED_METHODS_MAX = 256
 
 -- ngx.semaphore's wait reads only .sem, before it yields: one table will do
 local waiting = { sem = nil }
@@ -97,7 +113,7 @@ local MAX_TIMEOUT = 2147483
 -- name can shadow it; method names are strings
 local PTR, TIMEOUT, KEY, LOADED_PTR = 1, 2, 3, 4
 
--- loaded runtimes of this worker, by lib .. '&' .. cfg
+-- loaded runtimes of this worker, by runtime_key()
 local runtimes = {}
 
 
@@ -110,9 +126,14 @@ local function valid_timeout(timeout)
 end
 
 
+local function bad_runtime(usage)
+    return false, "bad runtime: call it as runtime:" .. usage
+end
+
+
 local function call(rt, method, req, timeout)
     if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
-        return false, "bad runtime: call it as runtime:" .. method .. "(req)"
+        return bad_runtime(method .. "(req)")
     end
 
     local ptr = rt[PTR]
@@ -180,6 +201,10 @@ end
 
 
 local function unload(rt)
+    if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
+        return bad_runtime("__unload()")
+    end
+
     local ptr = rt[PTR]
     if ptr == nil then
         return
@@ -197,11 +222,16 @@ end
 -- calls posted and not answered yet (what max_queue bounds), also after
 -- unload, while queued calls are still being answered
 local function pending(rt)
-    return lua_outstanding(rt[LOADED_PTR])
+    if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
+        return bad_runtime("__pending()")
+    end
+
+    return lua_pending(rt[LOADED_PTR])
 end
 
 
 local methods = { __unload = unload, __pending = pending }
+local cached_methods = 0
 
 local runtime_mt = {
     __index = function(rt, name)
@@ -210,16 +240,29 @@ local runtime_mt = {
             method = function(self, req, timeout)
                 return call(self, name, req, timeout)
             end
-            methods[name] = method
+            if cached_methods < CACHED_METHODS_MAX then
+                cached_methods = cached_methods + 1
+                methods[name] = method
+            end
         end
         return method
     end,
 }
 
 
-local function int_from(value, min)
-    return type(value) == "number" and value >= min and value <= INT_MAX
-           and math_floor(value) == value
+-- an integer option for C, which checks its bounds
+local function int_opt(value, default)
+    if value == nil then
+        return default
+    end
+
+    if type(value) == "number" and value >= INT_MIN and value <= INT_MAX
+       and math_floor(value) == value
+    then
+        return value
+    end
+
+    return NOT_AN_INT
 end
 
 
@@ -232,28 +275,29 @@ local function check_opts(opts)
         return nil, "bad opts: table or nil expected"
     end
 
-    local max_queue = opts.max_queue or DEFAULT_MAX_QUEUE
-    if not int_from(max_queue, 1) then
-        return nil, "bad opts.max_queue: positive integer expected"
-    end
+    local is_global = opts.is_global
+    if is_global == nil then
+        is_global = false
 
-    local is_global = opts.is_global or false
-    if type(is_global) ~= "boolean" then
+    elseif type(is_global) ~= "boolean" then
         return nil, "bad opts.is_global: boolean expected"
     end
 
-    local timeout = opts.timeout or DEFAULT_TIMEOUT
-    if not valid_timeout(timeout) then
+    local timeout = opts.timeout
+    if timeout == nil then
+        timeout = DEFAULT_TIMEOUT
+
+    elseif not valid_timeout(timeout) then
         return nil, "bad opts.timeout: 0.001 to 2147483 seconds expected"
     end
 
-    local spin = opts.spin or DEFAULT_SPIN
-    if not int_from(spin, 0) then
-        return nil, "bad opts.spin: integer >= 0 expected"
-    end
-
-    return { max_queue = max_queue, is_global = is_global,
-             timeout = timeout, spin = spin }
+    return {
+        is_global = is_global,
+        timeout = timeout,
+        max_queue = int_opt(opts.max_queue, DEFAULT_MAX_QUEUE),
+        spin = int_opt(opts.spin, DEFAULT_SPIN),
+        loop_spin = int_opt(opts.loop_spin, DEFAULT_LOOP_SPIN),
+    }
 end
 
 
@@ -266,13 +310,23 @@ local function library_file(lib)
 end
 
 
+-- the length prefix keeps the key unambiguous whatever lib and cfg hold,
+-- and nil and "" cfg apart
+local function runtime_key(file, cfg)
+    if cfg == nil then
+        return #file .. ":" .. file
+    end
+    return #file .. ":" .. file .. "=" .. cfg
+end
+
+
 function _M.load(lib, cfg, opts)
     if type(lib) ~= "string" or lib == "" then
-        return nil, "bad lib: non-empty string expected"
+        return nil, "bad lib: non-empty string without NUL bytes expected"
     end
 
     if cfg ~= nil and type(cfg) ~= "string" then
-        return nil, "bad cfg: string or nil expected"
+        return nil, "bad cfg: string without NUL bytes or nil expected"
     end
 
     local checked, bad = check_opts(opts)
@@ -286,7 +340,8 @@ function _M.load(lib, cfg, opts)
                     .. "it in init_worker_by_lua* or later"
     end
 
-    local key = cfg and lib .. "&" .. cfg or lib
+    local file = library_file(lib)
+    local key = runtime_key(file, cfg)
     local rt = runtimes[key]
     if rt then
         return rt
@@ -296,9 +351,9 @@ function _M.load(lib, cfg, opts)
     local errlen = get_size_ptr()
     errlen[0] = ERR_BUF_SIZE
 
-    local is_global = checked.is_global and 1 or 0
-    local ptr = lua_load(library_file(lib), cfg, is_global, checked.max_queue,
-                         checked.spin, err, errlen)
+    local ptr = lua_load(file, #file, cfg, cfg and #cfg or 0,
+                         checked.is_global and 1 or 0, checked.max_queue,
+                         checked.spin, checked.loop_spin, err, errlen)
     if ptr == nil then
         return nil, ffi_str(err, errlen[0])
     end

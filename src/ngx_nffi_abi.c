@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
+/*
+ * The runtime-side ABI: everything include/nonblocking_ffi.h declares, in
+ * its order, then the lua-resty-ffi names.  Runtime threads call these, any
+ * of them at any time: nothing here touches nginx structures, and a misuse
+ * (a pointer that is no task or queue, a second answer) is logged as
+ * [alert] through the main thread, never followed.
+ */
+
+#include "ngx_nffi.h"
+
+
+#if (NGX_DEBUG)
+static void ngx_nffi_abi_trace(const char *fmt, ...);
+#define ngx_nffi_abi_debug(...)                                               \
+    if (ngx_nffi_worker.log->log_level & NGX_LOG_DEBUG_CORE) {               \
+        ngx_nffi_abi_trace(__VA_ARGS__);                                      \
+    }
+#else
+#define ngx_nffi_abi_debug(...)
+#endif
+
+static void ngx_nffi_abi_alert(const char *msg);
+
+
+#define ngx_nffi_task_from_node(n)                                            \
+    ((ngx_nffi_task_t *) ((u_char *) (n) - offsetof(ngx_nffi_task_t, node)))
+
+
+void *
+ngx_http_lua_nonblocking_ffi_task_poll(void *tq)
+{
+    void  *task;
+
+    if (ngx_http_lua_nonblocking_ffi_task_poll_batch(tq, &task, 1) == 0) {
+        return NULL;
+    }
+
+    return task;
+}
+
+
+char *
+ngx_http_lua_nonblocking_ffi_get_req(void *tsk, int *len)
+{
+    ngx_nffi_task_t  *t;
+
+    t = ngx_nffi_task_of(tsk);
+
+    if (t == NULL) {
+        ngx_nffi_abi_alert("get_req on something that is not a task");
+    }
+
+    if (t == NULL || !t->has_req) {
+        if (len) {
+            *len = 0;
+        }
+
+        return NULL;
+    }
+
+    if (len) {
+        *len = t->req_len;
+    }
+
+    return t->buf + t->method_len + 1;
+}
+
+
+void
+ngx_http_lua_nonblocking_ffi_respond(void *tsk, int rc, char *rsp,
+    int rsp_len)
+{
+    int               expected;
+    size_t            len;
+    ngx_nffi_task_t  *t;
+
+    t = ngx_nffi_task_of(tsk);
+
+    if (t == NULL) {
+        ngx_nffi_abi_alert("respond on something that is not a task, answer "
+                           "dropped");
+        free(rsp);
+        return;
+    }
+
+    expected = NGX_NFFI_TASK_TAKEN;
+
+    if (!__atomic_compare_exchange_n(&t->state, &expected,
+                                     NGX_NFFI_TASK_ANSWERED, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        ngx_nffi_abi_alert("respond on a task that is not waiting for an "
+                           "answer (answered twice?), answer dropped");
+        free(rsp);
+        return;
+    }
+
+    t->rc = rc;
+    t->rsp = NULL;
+    t->rsp_len = -1;
+    t->bad_answer = NGX_NFFI_BAD_ANSWER_NONE;
+
+    if (rsp_len < 0) {
+        free(rsp);
+        t->bad_answer = NGX_NFFI_BAD_ANSWER_NEGATIVE_LENGTH;
+
+    } else if (rsp) {
+        len = rsp_len ? (size_t) rsp_len : strlen(rsp);
+
+        if (len > NGX_MAX_INT32_VALUE) {
+            free(rsp);
+            t->bad_answer = NGX_NFFI_BAD_ANSWER_TOO_LONG;
+
+        } else {
+            t->rsp = rsp;
+            t->rsp_len = (int) len;
+        }
+    }
+
+    ngx_nffi_abi_debug("nonblocking_ffi: task #%ui answered, rc %d, "
+                       "%d bytes", t->id, rc, t->rsp_len);
+
+    ngx_nffi_event_push_done(t);
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_abi_version(void)
+{
+    return NONBLOCKING_FFI_ABI_VERSION;
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks, int max)
+{
+    int                  i, n;
+    ngx_nffi_node_t     *nodes[NONBLOCKING_FFI_POLL_BATCH_MAX];
+    ngx_nffi_task_t     *t;
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(tq);
+
+    if (rt == NULL) {
+        ngx_nffi_abi_alert("task_poll on something that is not a runtime "
+                           "queue");
+        return 0;
+    }
+
+    if (tasks == NULL || max < 1) {
+        ngx_nffi_abi_alert("task_poll_batch without room for a task");
+        return 0;
+    }
+
+    if (max > NONBLOCKING_FFI_POLL_BATCH_MAX) {
+        max = NONBLOCKING_FFI_POLL_BATCH_MAX;
+    }
+
+    ngx_nffi_task_free_read_answers(rt);
+
+    n = ngx_nffi_queue_pop(&rt->queue, nodes, max);
+
+    for (i = 0; i < n; i++) {
+        t = ngx_nffi_task_from_node(nodes[i]);
+        __atomic_store_n(&t->state, NGX_NFFI_TASK_TAKEN, __ATOMIC_RELEASE);
+        tasks[i] = t;
+
+        ngx_nffi_abi_debug("nonblocking_ffi: task #%ui taken by a poller of "
+                           "%s", t->id, rt->lib);
+    }
+
+    return n;
+}
+
+
+const char *
+ngx_http_lua_nonblocking_ffi_get_method(void *tsk, int *len)
+{
+    ngx_nffi_task_t  *t;
+
+    t = ngx_nffi_task_of(tsk);
+
+    if (t == NULL) {
+        ngx_nffi_abi_alert("get_method on something that is not a task");
+
+        if (len) {
+            *len = 0;
+        }
+
+        return NULL;
+    }
+
+    if (len) {
+        *len = t->method_len;
+    }
+
+    return t->buf;
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_task_cancelled(void *tsk)
+{
+    ngx_nffi_task_t  *t;
+
+    t = ngx_nffi_task_of(tsk);
+
+    if (t == NULL) {
+        ngx_nffi_abi_alert("task_cancelled on something that is not a task");
+        return 1;
+    }
+
+    return __atomic_load_n(&t->cancelled, __ATOMIC_ACQUIRE);
+}
+
+
+void
+ngx_http_lua_nonblocking_ffi_log(int level, const char *msg, int len)
+{
+    if (msg == NULL) {
+        return;
+    }
+
+    if (level < NGX_LOG_EMERG || level > NGX_LOG_DEBUG) {
+        level = NGX_LOG_ERR;
+    }
+
+    ngx_nffi_event_log(level, msg, len > 0 ? (size_t) len : strlen(msg));
+}
+
+
+/* lua-resty-ffi names */
+
+
+void *
+ngx_http_lua_ffi_task_poll(void *tq)
+{
+    return ngx_http_lua_nonblocking_ffi_task_poll(tq);
+}
+
+
+char *
+ngx_http_lua_ffi_get_req(void *tsk, int *len)
+{
+    return ngx_http_lua_nonblocking_ffi_get_req(tsk, len);
+}
+
+
+void
+ngx_http_lua_ffi_respond(void *tsk, int rc, char *rsp, int rsp_len)
+{
+    ngx_http_lua_nonblocking_ffi_respond(tsk, rc, rsp, rsp_len);
+}
+
+
+static void
+ngx_nffi_abi_alert(const char *msg)
+{
+    u_char  buf[NGX_MAX_ERROR_STR], *p;
+
+    p = ngx_snprintf(buf, sizeof(buf), "nonblocking_ffi: %s", msg);
+
+    ngx_nffi_event_log(NGX_LOG_ALERT, (const char *) buf, p - buf);
+}
+
+
+#if (NGX_DEBUG)
+
+/* through the main thread, like every line a runtime thread logs */
+
+static void
+ngx_nffi_abi_trace(const char *fmt, ...)
+{
+    u_char   buf[NGX_MAX_ERROR_STR], *p;
+    va_list  args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    ngx_nffi_event_log(NGX_LOG_DEBUG, (const char *) buf, p - buf);
+}
+
+#endif

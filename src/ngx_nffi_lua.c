@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
+/*
+ * What lib/resty/nonblocking_ffi.lua calls through the FFI, in the order of
+ * its ffi.cdef.  All of it runs on the worker's main thread.  The Lua side
+ * checks types; everything that reaches C is checked again here, so that a
+ * caller of these exported functions cannot get past a bound.
+ */
+
+#include "ngx_nffi.h"
+
+
+ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, size_t lib_len,
+    const char *cfg, size_t cfg_len, int is_global, int max_queue, int spin,
+    int loop_spin, u_char *err, size_t *errlen);
+ngx_nffi_task_t *ngx_nffi_lua_post(void *runtime, const char *method,
+    size_t method_len, const char *req, size_t req_len, const char **err);
+int ngx_nffi_lua_abandon(ngx_nffi_task_t *t);
+void ngx_nffi_lua_release(ngx_nffi_task_t *t);
+void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
+void ngx_nffi_lua_unload(void *runtime);
+int ngx_nffi_lua_pending(void *runtime);
+
+
+#define ngx_nffi_lua_error(...)                                               \
+    *errlen = ngx_snprintf(err, *errlen, __VA_ARGS__) - err
+
+
+ngx_nffi_runtime_t *
+ngx_nffi_lua_load(const char *lib, size_t lib_len, const char *cfg,
+    size_t cfg_len, int is_global, int max_queue, int spin, int loop_spin,
+    u_char *err, size_t *errlen)
+{
+    ngx_nffi_worker_start((ngx_cycle_t *) ngx_cycle);
+
+    if (!ngx_nffi_worker.active) {
+        ngx_nffi_lua_error("%s", ngx_nffi_worker.inactive_reason);
+        return NULL;
+    }
+
+    /* a NUL would cut the path or the cfg without a word */
+    if (lib == NULL || lib_len == 0 || ngx_strlen(lib) != lib_len) {
+        ngx_nffi_lua_error("bad lib: non-empty string without NUL bytes "
+                           "expected");
+        return NULL;
+    }
+
+    if (cfg && ngx_strlen(cfg) != cfg_len) {
+        ngx_nffi_lua_error("bad cfg: string without NUL bytes or nil "
+                           "expected");
+        return NULL;
+    }
+
+    if (max_queue < 1) {
+        ngx_nffi_lua_error("bad opts.max_queue: integer from 1 to %d "
+                           "expected", NGX_MAX_INT32_VALUE);
+        return NULL;
+    }
+
+    if (spin < 0 || spin > NGX_NFFI_SPIN_MAX) {
+        ngx_nffi_lua_error("bad opts.spin: integer from 0 to %d expected",
+                           NGX_NFFI_SPIN_MAX);
+        return NULL;
+    }
+
+    if (loop_spin < 0 || loop_spin > NGX_NFFI_SPIN_MAX) {
+        ngx_nffi_lua_error("bad opts.loop_spin: integer from 0 to %d "
+                           "expected", NGX_NFFI_SPIN_MAX);
+        return NULL;
+    }
+
+    return ngx_nffi_runtime_load(lib, cfg, is_global != 0,
+                                 (ngx_uint_t) max_queue, spin,
+                                 (ngx_uint_t) loop_spin, err, errlen);
+}
+
+
+ngx_nffi_task_t *
+ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
+    const char *req, size_t req_len, const char **err)
+{
+    ngx_nffi_task_t     *t;
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    if (rt == NULL) {
+        *err = "not a runtime";
+        return NULL;
+    }
+
+    if (!ngx_nffi_worker.active) {
+        *err = ngx_nffi_worker.inactive_reason;
+        return NULL;
+    }
+
+    if (!rt->loaded) {
+        *err = "unloaded";
+        return NULL;
+    }
+
+    if (rt->pending >= rt->max_queue) {
+        ngx_nffi_runtime_failed(rt, NGX_NFFI_FAILURE_QUEUE_FULL);
+        *err = "queue full";
+        return NULL;
+    }
+
+    if (req_len > NGX_MAX_INT32_VALUE - 1
+        || method_len > NGX_MAX_INT32_VALUE - 1)
+    {
+        *err = "request too large";
+        return NULL;
+    }
+
+    t = ngx_nffi_task_get();
+    if (t == NULL) {
+        *err = "no memory";
+        return NULL;
+    }
+
+    if (ngx_nffi_task_set_request(t, method, method_len, req, req_len)
+        != NGX_OK)
+    {
+        ngx_nffi_task_free(t);
+        *err = "no memory";
+        return NULL;
+    }
+
+    ngx_nffi_runtime_post(rt, t);
+
+    return t;
+}
+
+
+/*
+ * The caller's wait timed out.  Returns 1 when the answer came meanwhile:
+ * the caller then reads it and releases the task as usual.
+ */
+
+int
+ngx_nffi_lua_abandon(ngx_nffi_task_t *t)
+{
+    if (!t->runtime_ref) {
+        return 1;
+    }
+
+    ngx_nffi_runtime_failed(t->runtime, NGX_NFFI_FAILURE_TIMEOUT);
+    ngx_nffi_task_release_lua(t, 1);
+
+    return 0;
+}
+
+
+void
+ngx_nffi_lua_release(ngx_nffi_task_t *t)
+{
+    ngx_nffi_task_release_lua(t, 0);
+}
+
+
+/* the finalizer of a call whose coroutine died while it waited */
+
+void
+ngx_nffi_lua_gc(ngx_nffi_task_t *t)
+{
+    ngx_nffi_task_release_lua(t, 1);
+}
+
+
+void
+ngx_nffi_lua_unload(void *runtime)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    if (rt) {
+        ngx_nffi_runtime_unload(rt);
+    }
+}
+
+
+int
+ngx_nffi_lua_pending(void *runtime)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    return rt ? (int) rt->pending : -1;
+}
