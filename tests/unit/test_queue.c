@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * Unit tests for src/ngx_nffi_queue.c: the request queue (any number of
  * producers and consumers, adaptive spinning) and the done stack (any
@@ -6,7 +8,7 @@
  */
 
 /* usleep(), sigaction() and clock_gettime() with -std=c99 too */
-#define _DEFAULT_SOURCE
+#define _GNU_SOURCE
 
 #include <pthread.h>
 #include <sched.h>
@@ -181,6 +183,10 @@ static void test_queue_close_drains_threads(void);
 static void test_queue_wake_spreads(void);
 static void test_queue_ping_pong_spin0(void);
 static void test_queue_ping_pong_spin50(void);
+static void *huge_spin_consumer(void *data);
+static void test_queue_huge_spin_grows_safely(void);
+static void test_queue_close_stops_a_huge_spin(void);
+static void test_queue_reopen(void);
 static void test_stack_sequential(void);
 static void test_stack_mpsc(void);
 
@@ -202,6 +208,9 @@ static const test_t  tests[] = {
     { "queue_wake_spreads", test_queue_wake_spreads },
     { "queue_ping_pong_spin0", test_queue_ping_pong_spin0 },
     { "queue_ping_pong_spin50", test_queue_ping_pong_spin50 },
+    { "queue_huge_spin_grows_safely", test_queue_huge_spin_grows_safely },
+    { "queue_close_stops_a_huge_spin", test_queue_close_stops_a_huge_spin },
+    { "queue_reopen", test_queue_reopen },
     { "stack_sequential", test_stack_sequential },
     { "stack_mpsc", test_stack_mpsc },
 };
@@ -1164,6 +1173,127 @@ static void
 test_queue_ping_pong_spin50(void)
 {
     ping_pong_run(50);
+}
+
+
+/* pops once with a spin of INT_MAX rounds; nodes[0] gets what it took */
+
+typedef struct {
+    ngx_nffi_queue_t  *q;
+    ngx_nffi_node_t   *node;
+    int                started;
+    int                taken;
+} huge_spin_t;
+
+
+static void *
+huge_spin_consumer(void *data)
+{
+    huge_spin_t  *h = data;
+
+    __atomic_store_n(&h->started, 1, __ATOMIC_RELEASE);
+    h->taken = ngx_nffi_queue_pop(h->q, &h->node, 1);
+
+    return NULL;
+}
+
+
+/* a spin that finds a task grows the budget: never past INT_MAX */
+
+static void
+test_queue_huge_spin_grows_safely(void)
+{
+    pthread_t         ct;
+    huge_spin_t       h;
+    ngx_nffi_node_t   node;
+    ngx_nffi_queue_t  q;
+
+    CHECK(ngx_nffi_queue_init(&q, 2147483647) == 0);
+
+    h.q = &q;
+    h.node = NULL;
+    h.started = 0;
+    h.taken = -1;
+    CHECK(pthread_create(&ct, NULL, huge_spin_consumer, &h) == 0);
+
+    while (!__atomic_load_n(&h.started, __ATOMIC_ACQUIRE)) {
+        sched_yield();
+    }
+
+    ngx_nffi_queue_push(&q, &node);
+    pthread_join(ct, NULL);
+
+    CHECK(h.taken == 1 && h.node == &node);
+    CHECK(test_spin_budget_sane(&q));
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+/* an idle poller spinning INT_MAX rounds sees the close at once */
+
+static void
+test_queue_close_stops_a_huge_spin(void)
+{
+    int               rc;
+    pthread_t         ct;
+    huge_spin_t       h;
+    struct timespec   deadline;
+    ngx_nffi_queue_t  q;
+
+    CHECK(ngx_nffi_queue_init(&q, 2147483647) == 0);
+
+    h.q = &q;
+    h.node = NULL;
+    h.started = 0;
+    h.taken = -1;
+    CHECK(pthread_create(&ct, NULL, huge_spin_consumer, &h) == 0);
+
+    while (!__atomic_load_n(&h.started, __ATOMIC_ACQUIRE)) {
+        sched_yield();
+    }
+
+    ngx_nffi_queue_close(&q);
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    rc = pthread_timedjoin_np(ct, NULL, &deadline);
+    CHECK(rc == 0);
+
+    if (rc != 0) {
+        /* the spinner would outlive the queue: stop here */
+        test_watchdog(0);
+    }
+
+    CHECK(h.taken == 0);
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+/* a closed, drained queue opened again serves like a new one */
+
+static void
+test_queue_reopen(void)
+{
+    ngx_nffi_node_t   node, *taken;
+    ngx_nffi_queue_t  q;
+
+    CHECK(ngx_nffi_queue_init(&q, 0) == 0);
+
+    ngx_nffi_queue_close(&q);
+    CHECK(ngx_nffi_queue_pop(&q, &taken, 1) == 0);
+
+    ngx_nffi_queue_reopen(&q, 50);
+    CHECK(q.spin_max == 50 && q.spin_budget == 50);
+
+    ngx_nffi_queue_push(&q, &node);
+    CHECK(ngx_nffi_queue_pop(&q, &taken, 1) == 1 && taken == &node);
+
+    ngx_nffi_queue_close(&q);
+    CHECK(ngx_nffi_queue_pop(&q, &taken, 1) == 0);
+
+    ngx_nffi_queue_destroy(&q);
 }
 
 
