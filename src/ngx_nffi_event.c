@@ -359,6 +359,14 @@ ngx_nffi_event_take_done(void)
 
     n = 0;
 
+    /*
+     * What runtime threads logged before they answered goes first, so that
+     * the error log tells a call's story in order.
+     */
+    if (__atomic_load_n(&ngx_nffi_logs.top, __ATOMIC_RELAXED) != NULL) {
+        ngx_nffi_event_write_logs();
+    }
+
     for (node = ngx_nffi_stack_take_all(&ngx_nffi_done); node; node = next)
     {
         next = node->next;
