@@ -59,32 +59,44 @@ func ABIVersion() int {
 	return int(C.ngx_http_lua_nonblocking_ffi_abi_version())
 }
 
-// batch is what pollBatch takes: C memory, since the module writes into it.
-type batch struct {
-	tasks *unsafe.Pointer
+// cgoQueue is the queue that Serve uses on the ABI: it takes up to a
+// batch of tasks per poll, into C memory since the module writes there.
+type cgoQueue struct {
+	q     Queue
+	buf   *unsafe.Pointer
 	size  int
+	tasks []task
 }
 
-func newBatch(size int) *batch {
+func newCgoQueue(q Queue, size int) *cgoQueue {
 	p := C.malloc(C.size_t(size) * C.size_t(unsafe.Sizeof(unsafe.Pointer(nil))))
 	if p == nil {
 		panic("nffi: out of memory")
 	}
-	return &batch{tasks: (*unsafe.Pointer)(p), size: size}
+	return &cgoQueue{q: q, buf: (*unsafe.Pointer)(p), size: size,
+		tasks: make([]task, size)}
 }
 
-func (b *batch) free() {
-	C.free(unsafe.Pointer(b.tasks))
-}
-
-// poll takes up to b.size tasks at once; none once the runtime is unloaded.
-func (b *batch) poll(q Queue) []unsafe.Pointer {
-	n := C.ngx_http_lua_nonblocking_ffi_task_poll_batch(q.p, b.tasks,
-		C.int(b.size))
+func (c *cgoQueue) pollBatch() []task {
+	n := C.ngx_http_lua_nonblocking_ffi_task_poll_batch(c.q.p, c.buf,
+		C.int(c.size))
 	if n <= 0 {
 		return nil
 	}
-	return unsafe.Slice(b.tasks, int(n))
+	tasks := c.tasks[:n]
+	for i, p := range unsafe.Slice(c.buf, int(n)) {
+		tasks[i] = &Task{p: p}
+	}
+	return tasks
+}
+
+func (c *cgoQueue) close() {
+	C.free(unsafe.Pointer(c.buf))
+	c.buf = nil
+}
+
+func (c *cgoQueue) log(level Level, msg string) {
+	Log(level, msg)
 }
 
 // Request is a copy of the request bytes, or nil when Lua passed nil (or

@@ -93,24 +93,25 @@ type panickyError struct{}
 func (panickyError) Error() string { panic("no message today") }
 
 func TestErrorAnswerSurvivesBrokenErrors(t *testing.T) {
+	s := &server{q: newFakeQueue(1)}
 	var typedNil *Error
-	rc, msg := errorAnswer("m", typedNil)
+	rc, msg := s.errorAnswer("m", typedNil)
 	if rc != RCPanic || string(msg) == "" {
 		t.Errorf("typed nil *Error: rc %d, %q", rc, msg)
 	}
 
-	rc, msg = errorAnswer("m", panickyError{})
+	rc, msg = s.errorAnswer("m", panickyError{})
 	if rc != RCPanic ||
 		string(msg) != "panic while reading the handler's error: no message today" {
 		t.Errorf("panicking Error(): rc %d, %q", rc, msg)
 	}
 
-	rc, msg = errorAnswer("m", &Error{RC: 7, Message: "seven"})
+	rc, msg = s.errorAnswer("m", &Error{RC: 7, Message: "seven"})
 	if rc != 7 || string(msg) != "seven" {
 		t.Errorf("*Error: rc %d, %q", rc, msg)
 	}
 
-	rc, msg = errorAnswer("m", errors.New("plain"))
+	rc, msg = s.errorAnswer("m", errors.New("plain"))
 	if rc != RCError || string(msg) != "plain" {
 		t.Errorf("plain error: rc %d, %q", rc, msg)
 	}

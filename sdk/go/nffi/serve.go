@@ -94,45 +94,75 @@ const cancelCheckInterval = 20 * time.Millisecond
 // running, waits until they are answered, closes h if it is an io.Closer,
 // and returns.  A panic in h is recovered and answered with RCPanic.
 func Serve(q Queue, h Handler) {
-	s := &server{handler: h, watched: map[*callContext]struct{}{}}
+	serveQueue(newCgoQueue(q, serveBatch), h)
+}
+
+// queue is what Serve needs of a task queue.  cgoQueue (abi.go) is the
+// ABI; the unit tests use a queue in memory.  Nothing else in this file
+// calls into the module.
+type queue interface {
+	// pollBatch waits for tasks and returns up to a batch of them, or nil
+	// once the runtime is unloaded and every queued task was taken.  The
+	// slice is the queue's: it is valid until the next pollBatch.
+	pollBatch() []task
+	// close frees the queue's memory, once pollBatch has returned nil.
+	close()
+	// log writes msg to the nginx error log.
+	log(level Level, msg string)
+}
+
+// task is one call taken from a queue: *Task on the ABI.
+type task interface {
+	Method() string
+	Request() []byte
+	Cancelled() bool
+	Respond(rc int, data []byte)
+}
+
+func serveQueue(q queue, h Handler) {
+	s := &server{q: q, handler: h, watched: map[*callContext]struct{}{}}
 	var cancel context.CancelCauseFunc
 	s.ctx, cancel = context.WithCancelCause(context.Background())
 
-	b := newBatch(serveBatch)
 	for {
-		tasks := b.poll(q)
+		tasks := q.pollBatch()
 		if tasks == nil {
 			break
 		}
-		for _, p := range tasks {
+		for _, t := range tasks {
 			s.calls.Add(1)
-			go s.serve(&Task{p: p})
+			go s.serve(t)
 		}
 	}
-	b.free()
+	q.close()
 
 	cancel(ErrUnloaded)
 	s.calls.Wait()
 
 	if c, ok := h.(io.Closer); ok {
-		closeHandler(c)
+		s.closeHandler(c)
 	}
 }
 
 // closeHandler runs the handler's Close; a panic there is logged, never
 // allowed to end the worker.
-func closeHandler(c io.Closer) {
+func (s *server) closeHandler(c io.Closer) {
 	defer func() {
 		if v := recover(); v != nil {
-			Logf(LevelErr, "nffi: closing the handler panicked: %v", v)
+			s.logf(LevelErr, "nffi: closing the handler panicked: %v", v)
 		}
 	}()
 	if err := c.Close(); err != nil {
-		Logf(LevelWarn, "nffi: closing the handler: %v", err)
+		s.logf(LevelWarn, "nffi: closing the handler: %v", err)
 	}
 }
 
+func (s *server) logf(level Level, format string, args ...any) {
+	s.q.log(level, fmt.Sprintf(format, args...))
+}
+
 type server struct {
+	q       queue
 	handler Handler
 	ctx     context.Context
 	calls   sync.WaitGroup
@@ -144,7 +174,7 @@ type server struct {
 	watching bool
 }
 
-func (s *server) serve(t *Task) {
+func (s *server) serve(t task) {
 	defer s.calls.Done()
 
 	ctx := &callContext{server: s, task: t}
@@ -169,14 +199,14 @@ func (s *server) serve(t *Task) {
 		return
 	}
 
-	rc, msg := errorAnswer(method, err)
+	rc, msg := s.errorAnswer(method, err)
 	t.Respond(rc, msg)
 }
 
 // errorAnswer turns a handler's error into an answer.  The error is the
 // handler's own code (a typed nil *Error, an Error method that panics):
 // nothing here may take the worker down.
-func errorAnswer(method string, err error) (rc int, msg []byte) {
+func (s *server) errorAnswer(method string, err error) (rc int, msg []byte) {
 	defer func() {
 		if v := recover(); v != nil {
 			rc, msg = RCPanic, []byte(fmt.Sprintf(
@@ -195,7 +225,7 @@ func errorAnswer(method string, err error) (rc int, msg []byte) {
 
 	var p *panicError
 	if errors.As(err, &p) && p != nil {
-		Logf(LevelErr, "nffi: handler panicked in method %q: %v\n%s",
+		s.logf(LevelErr, "nffi: handler panicked in method %q: %v\n%s",
 			method, p.value, p.stack)
 		return RCPanic, []byte(p.Error())
 	}
@@ -226,7 +256,7 @@ func (s *server) invoke(ctx context.Context, method string, req []byte) (rsp []b
 // and join the set of contexts whose task's flag the server checks.
 type callContext struct {
 	server *server
-	task   *Task
+	task   task
 	state  atomic.Pointer[ctxState] // nil until asked for
 	ended  bool                     // under server.mu: the call was answered
 }
