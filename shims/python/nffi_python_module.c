@@ -19,7 +19,6 @@
 #include <stdio.h>
 
 
-#define NFFI_PY_POLL_BATCH_MAX  1024
 #define NFFI_PY_LOG_MAX         2048
 
 
@@ -153,7 +152,9 @@ nffi_py_module_init(void)
         || PyModule_AddIntConstant(m, "LOG_NOTICE",
                                    NONBLOCKING_FFI_LOG_NOTICE)
         || PyModule_AddIntConstant(m, "LOG_INFO", NONBLOCKING_FFI_LOG_INFO)
-        || PyModule_AddIntConstant(m, "LOG_DEBUG", NONBLOCKING_FFI_LOG_DEBUG))
+        || PyModule_AddIntConstant(m, "LOG_DEBUG", NONBLOCKING_FFI_LOG_DEBUG)
+        || PyModule_AddIntConstant(m, "POLL_BATCH_MAX",
+                                   NONBLOCKING_FFI_POLL_BATCH_MAX))
     {
         Py_DECREF(m);
         return NULL;
@@ -486,7 +487,7 @@ static PyObject *
 nffi_py_poll_batch(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     int           i, n, max;
-    void         *tq, *tasks[NFFI_PY_POLL_BATCH_MAX];
+    void         *tq, *tasks[NONBLOCKING_FFI_POLL_BATCH_MAX];
     PyObject     *arg, *list, *task;
     static char  *kwlist[] = { "tq", "max", NULL };
 
@@ -498,9 +499,9 @@ nffi_py_poll_batch(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
 
-    if (max < 1 || max > NFFI_PY_POLL_BATCH_MAX) {
+    if (max < 1 || max > NONBLOCKING_FFI_POLL_BATCH_MAX) {
         PyErr_Format(PyExc_ValueError, "max must be 1 to %d",
-                     NFFI_PY_POLL_BATCH_MAX);
+                     NONBLOCKING_FFI_POLL_BATCH_MAX);
         return NULL;
     }
 

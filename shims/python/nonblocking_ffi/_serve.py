@@ -13,13 +13,12 @@ import inspect
 import logging
 import threading
 
-from _nonblocking_ffi import _check_queue, poll, poll_batch
+from _nonblocking_ffi import POLL_BATCH_MAX, _check_queue, poll, poll_batch
 
 __all__ = ["Error", "Server", "serve"]
 
 logger = logging.getLogger("nonblocking_ffi")
 
-BATCH_MAX = 1024
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
 
@@ -307,8 +306,9 @@ def serve(tq, handler, threads=1, *, on_start=None, on_stop=None, batch=64):
         raise ValueError("threads must be an int >= 1, not %r" % (threads,))
     if isinstance(batch, bool) or not isinstance(batch, int):
         raise ValueError("batch must be an int, not %r" % (batch,))
-    if not 1 <= batch <= BATCH_MAX:
-        raise ValueError("batch must be 1 to %d, not %d" % (BATCH_MAX, batch))
+    if not 1 <= batch <= POLL_BATCH_MAX:
+        raise ValueError("batch must be 1 to %d, not %d"
+                         % (POLL_BATCH_MAX, batch))
     for name, hook in (("on_start", on_start), ("on_stop", on_stop)):
         if hook is not None and not callable(hook):
             raise TypeError("%s must be callable" % name)
