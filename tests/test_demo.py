@@ -146,7 +146,9 @@ def test_demo_answers_like_the_readme_says(demo):
     wait_for(lambda: get("/c/echo?hello"), 10, "the demo")
     assert get("/c/echo?hello") == "true hello\n"
     assert get("/c/error?7") == "false 7 error 7\n"
-    assert get("/c/null") == "true nil\n"
+    assert get("/c/echo") == "true nil\n"
+    assert get("/c/delay?250") == "true 250\n"
+    assert get("/c/nosuch") == "false 404 unknown method nosuch\n"
     lines = get("/c-concurrent").splitlines()
     assert [line.split(" answered ")[0] for line in lines] == [
         "call 2 (100 ms)", "call 3 (200 ms)", "call 1 (300 ms)"]
