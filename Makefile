@@ -1,7 +1,7 @@
 SHELL := /bin/bash
 # lua-resty-nonblocking-ffi
 #
-#   make                build the module (and the example runtime) into build/
+#   make                build the module and the C runtimes into build/
 #   make run            set up, then serve the demo on 127.0.0.1:$(PORT)
 #   make test           set up, then run every test
 #   make test-memcheck  the integration tests with the worker under valgrind
@@ -14,7 +14,9 @@ PORT       ?= 8080
 CFLAGS_MOD := -g -O2 -fPIC -Wall -Wextra -Werror
 MODULE     := $(BUILD)/ngx_http_lua_nonblocking_ffi_module.so
 EXAMPLE    := $(BUILD)/libnffi_example.so
-FIXTURES   := $(BUILD)/libnffi_legacy_echo.so $(BUILD)/libnffi_no_init.so
+# the runtimes of the tests (tests/runtimes/NAME.c -> libnffi_NAME.so)
+FIXTURES   := $(BUILD)/libnffi_test_runtime.so \
+              $(BUILD)/libnffi_legacy_echo.so $(BUILD)/libnffi_no_init.so
 LIB_CFLAGS := -g -O2 -fPIC -shared -Wall -Wextra -Werror \
               -Wno-unused-parameter -Iinclude -pthread
 SRCS       := config $(wildcard src/*.c src/*.h include/*.h)
@@ -48,7 +50,7 @@ $(EXAMPLE): examples/c/example.c include/nonblocking_ffi.h
 	mkdir -p $(BUILD)
 	$(CC) $(LIB_CFLAGS) -o $@.tmp $< && mv -f $@.tmp $@
 
-$(BUILD)/libnffi_%.so: tests/runtimes/%.c
+$(BUILD)/libnffi_%.so: tests/runtimes/%.c include/nonblocking_ffi.h
 	mkdir -p $(BUILD)
 	$(CC) $(LIB_CFLAGS) -o $@.tmp $< && mv -f $@.tmp $@
 

@@ -48,6 +48,10 @@ echo "demo on http://127.0.0.1:$port/ (error log: $prefix/logs/error.log);" \
      "Ctrl-C stops it"
 nginx -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log" &
 nginx_pid=$!
-# a signal to this script (Ctrl-C, or QUIT from a test) reaches nginx too
+# a signal to this script (Ctrl-C, TERM) reaches nginx too.  bash cannot
+# trap a signal that was ignored when it started (QUIT and INT are, for what
+# a background script starts), but nginx sets its own handlers: stop it with
+# kill -QUIT "$(cat build/demo/logs/nginx.pid)", and this script ends and
+# stops etcd
 trap 'kill -QUIT $nginx_pid 2>/dev/null || true' INT TERM QUIT
 wait $nginx_pid || wait $nginx_pid

@@ -5,13 +5,15 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import EXAMPLE, NginxServer  # noqa: E402
+from harness import EXAMPLE, TEST_RUNTIME, NginxServer  # noqa: E402
 
 
-# every location's Lua gets these: the example runtime and a printer that
-# shows each returned value with its type (nil, false and strings differ)
+# every location's Lua gets these: the paths of the test runtime
+# (tests/runtimes/test_runtime.c) and of the example (examples/c/example.c),
+# and a printer that shows each returned value with its type (nil, false
+# and strings differ)
 LUA_PRELUDE = r"""
-    local EXAMPLE = "%s"
+    local RUNTIME, EXAMPLE = "%s", "%s"
     local function show(...)
         local out = {}
         for i = 1, select("#", ...) do
@@ -31,7 +33,7 @@ LUA_PRELUDE = r"""
         end
         return count
     end
-""" % EXAMPLE
+""" % (TEST_RUNTIME, EXAMPLE)
 
 
 def location(path, lua, phase="content_by_lua_block", extra=""):

@@ -19,7 +19,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "build")
 MODULE = os.path.join(BUILD, "ngx_http_lua_nonblocking_ffi_module.so")
+# the runtime a reader copies (examples/c) and the one the tests call
 EXAMPLE = os.path.join(BUILD, "libnffi_example.so")
+TEST_RUNTIME = os.path.join(BUILD, "libnffi_test_runtime.so")
 NGINX = os.environ.get("NFFI_NGINX", "/usr/sbin/nginx")
 MODULES_DIR = "/usr/lib/nginx/modules"
 MEMCHECK = os.environ.get("NFFI_MEMCHECK") == "1"

@@ -1,9 +1,9 @@
 """The seed's call API: results, payloads, errors, arguments."""
 
 from conftest import location
-from harness import BUILD
+from harness import BUILD, TEST_RUNTIME
 
-RT = 'local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))\n'
+RT = 'local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))\n'
 
 
 def test_echo_error_null_answers(nginx):
@@ -89,11 +89,11 @@ def test_runtime_answering_with_negative_length(nginx):
 
 def test_load_is_idempotent_per_lib_and_cfg(nginx):
     srv = nginx(server=location("/t", r"""
-        local a = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=1"))
-        local b = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=1"))
-        local c = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
-        local d = assert(ngx.load_nonblocking_ffi(EXAMPLE))
-        local e = assert(ngx.load_nonblocking_ffi(EXAMPLE, nil))
+        local a = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1"))
+        local b = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1"))
+        local c = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
+        local d = assert(ngx.load_nonblocking_ffi(RUNTIME))
+        local e = assert(ngx.load_nonblocking_ffi(RUNTIME, nil))
         ngx.say(a == b, " ", a == c, " ", d == e, " ", d == a)
         show(c:echo("from c"), d:echo("from d"))
     """))
@@ -106,16 +106,16 @@ def test_load_is_idempotent_per_lib_and_cfg(nginx):
 
 def test_library_by_path_file_name_and_short_name(nginx):
     srv = nginx(env={"LD_LIBRARY_PATH": BUILD}, server=location("/t", r"""
-        for _, lib in ipairs({ EXAMPLE, "libnffi_example.so",
-                               "nffi_example" }) do
+        for _, lib in ipairs({ RUNTIME, "libnffi_test_runtime.so",
+                               "nffi_test_runtime" }) do
             local rt, err = ngx.load_nonblocking_ffi(lib, "name=" .. lib)
             if rt then show(rt:echo(lib)) else show(nil, err) end
         end
     """))
     assert srv.get("/t").splitlines() == [
-        "true '%s'" % (BUILD + "/libnffi_example.so"),
-        "true 'libnffi_example.so'",
-        "true 'nffi_example'",
+        "true '%s'" % TEST_RUNTIME,
+        "true 'libnffi_test_runtime.so'",
+        "true 'nffi_test_runtime'",
     ]
 
 
@@ -124,33 +124,33 @@ def test_load_failures_return_nil_and_a_reason(nginx):
         show(ngx.load_nonblocking_ffi("/nonexistent/libnothing.so"))
         show(ngx.load_nonblocking_ffi("nothing_here"))
         show(ngx.load_nonblocking_ffi("nffi_no_init"))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, "fail=7"))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, "threads=1000"))
+        show(ngx.load_nonblocking_ffi(RUNTIME, "fail=7"))
+        show(ngx.load_nonblocking_ffi(RUNTIME, "threads=1000"))
         show(ngx.load_nonblocking_ffi(nil))
         show(ngx.load_nonblocking_ffi(""))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, 42))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, "opts"))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { max_queue = 0 }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { max_queue = 1.5 }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { is_global = "yes" }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { timeout = 0 }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { spin = -1 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, 42))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, "opts"))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { max_queue = 0 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { max_queue = 1.5 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { is_global = "yes" }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { timeout = 0 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { spin = -1 }))
         -- a NUL would cut the path or the cfg
-        show(ngx.load_nonblocking_ffi(EXAMPLE .. "\0/anything"))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, "threads=1\0threads=9"))
+        show(ngx.load_nonblocking_ffi(RUNTIME .. "\0/anything"))
+        show(ngx.load_nonblocking_ffi(RUNTIME, "threads=1\0threads=9"))
         -- false is no default, and no number
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { max_queue = false }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { timeout = false }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { spin = false }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { is_global = 0 }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { spin = 2^31 - 1 }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { spin = 100001 }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { loop_spin = -1 }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { loop_spin = 1e6 }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { loop_spin = "1" }))
-        show(ngx.load_nonblocking_ffi(EXAMPLE, nil, { max_queue = 2^31 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { max_queue = false }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { timeout = false }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { spin = false }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { is_global = 0 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { spin = 2^31 - 1 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { spin = 100001 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { loop_spin = -1 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { loop_spin = 1e6 }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { loop_spin = "1" }))
+        show(ngx.load_nonblocking_ffi(RUNTIME, nil, { max_queue = 2^31 }))
         -- a failed init is not cached: the same key loads once it works
-        show(ngx.load_nonblocking_ffi(EXAMPLE, "fail=7") ~= nil)
+        show(ngx.load_nonblocking_ffi(RUNTIME, "fail=7") ~= nil)
     """))
     lines = srv.get("/t").splitlines()
     assert lines[0].startswith("nil 'failed to load /nonexistent/libnothing"
@@ -160,7 +160,7 @@ def test_load_failures_return_nil_and_a_reason(nginx):
     assert lines[2] == ("nil 'libnffi_no_init.so exports neither "
                         "lib_nonblocking_ffi_init nor libffi_init'")
     assert lines[3] == ("nil '%s: lib_nonblocking_ffi_init() failed with "
-                        "rc 7'" % (BUILD + "/libnffi_example.so"))
+                        "rc 7'" % TEST_RUNTIME)
     assert lines[4].endswith("lib_nonblocking_ffi_init() failed with rc -1'")
     bad_lib = "nil 'bad lib: non-empty string without NUL bytes expected'"
     bad_cfg = "nil 'bad cfg: string without NUL bytes or nil expected'"
@@ -201,7 +201,7 @@ def test_loading_in_init_by_lua_is_refused(nginx):
             local rt, err = nffi.load("%s")
             package.loaded.init_result = tostring(rt) .. " " .. err
         }
-    """ % (BUILD + "/libnffi_example.so"), server=location("/t", r"""
+    """ % TEST_RUNTIME, server=location("/t", r"""
         ngx.say(package.loaded.init_result)
     """))
     assert srv.get("/t").strip() == (

@@ -11,10 +11,10 @@ import tempfile
 import pytest
 
 from conftest import location
-from harness import BUILD, MEMCHECK, wait_for
+from harness import BUILD, MEMCHECK, TEST_RUNTIME, wait_for
 
-EXAMPLE_PATH = os.path.join(BUILD, "libnffi_example.so")
-RT = 'local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))\n'
+RUNTIME_PATH = TEST_RUNTIME
+RT = 'local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))\n'
 
 # the worker's resident memory, in kB
 # bytes malloc'ed and not freed, all arenas (LuaJIT has its own allocator)
@@ -59,13 +59,13 @@ def test_one_call_leaves_a_debug_trace(nginx):
     where = [log.find("nonblocking_ffi: " + task + step) for step in steps]
     assert all(w >= 0 for w in where), list(zip(steps, where))
     assert where == sorted(where)
-    assert "lib_nonblocking_ffi_init() of " + EXAMPLE_PATH in log
-    assert "unloaded runtime " + EXAMPLE_PATH in log
+    assert "lib_nonblocking_ffi_init() of " + RUNTIME_PATH in log
+    assert "unloaded runtime " + RUNTIME_PATH in log
 
 
 def test_timeouts_and_queue_full_are_reported_once_a_second(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "rt=timeouts",
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "rt=timeouts",
                                                    { max_queue = 20 }))
         for i = 1, 20 do
             local ok, err = rt:never("x", 0.001)
@@ -96,7 +96,7 @@ def test_failing_loads_do_not_grow_the_worker(nginx):
                 server=location("/t", MALLOCED + r"""
         local function fail(n)
             for i = 1, n do
-                assert(not ngx.load_nonblocking_ffi(EXAMPLE, "fail=7"))
+                assert(not ngx.load_nonblocking_ffi(RUNTIME, "fail=7"))
                 assert(not ngx.load_nonblocking_ffi("nothing_here"))
                 assert(not ngx.load_nonblocking_ffi("nffi_no_init"))
             end
@@ -182,9 +182,9 @@ def test_a_fifo_is_refused_without_blocking_the_worker(nginx):
 
 def test_short_name_and_file_name_are_one_runtime(nginx):
     srv = nginx(env={"LD_LIBRARY_PATH": BUILD}, server=location("/t", r"""
-        local a = assert(ngx.load_nonblocking_ffi("nffi_example"))
-        local b = assert(ngx.load_nonblocking_ffi("libnffi_example.so"))
-        local c = assert(ngx.load_nonblocking_ffi("nffi_example", ""))
+        local a = assert(ngx.load_nonblocking_ffi("nffi_test_runtime"))
+        local b = assert(ngx.load_nonblocking_ffi("libnffi_test_runtime.so"))
+        local c = assert(ngx.load_nonblocking_ffi("nffi_test_runtime", ""))
         ngx.say(a == b, " ", a == c)
     """))
     assert srv.get("/t").strip() == "true false"
@@ -224,12 +224,12 @@ def test_require_refuses_other_subsystems(nginx):
 
 def test_pollers_spinning_the_most_see_unload(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2",
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2",
                                                    { spin = 100000 }))
         show(rt:echo("spun"))
         rt:__unload()
     """) + location("/ended", r"""
-        local stats = assert(ngx.load_nonblocking_ffi(EXAMPLE, "stats"))
+        local stats = assert(ngx.load_nonblocking_ffi(RUNTIME, "stats"))
         local _, text = stats:stats()
         ngx.say(text:match("pollers_ended=(%d+)"))
     """))

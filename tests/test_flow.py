@@ -9,7 +9,7 @@ from harness import MEMCHECK
 
 def test_100_concurrent_coroutines_answered_out_of_order(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         local finished = {}
         -- the runtime holds all 100 calls, then answers the last first
         local right = count_true(100, function(i)
@@ -26,7 +26,7 @@ def test_100_concurrent_coroutines_answered_out_of_order(nginx):
 
 def test_100_concurrent_calls_with_distinct_requests(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=3"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=3"))
         -- each answer belongs to its own call
         ngx.say(count_true(100, function(i)
             local req = string.rep(string.char(i), i) .. "\0" .. i
@@ -39,7 +39,7 @@ def test_100_concurrent_calls_with_distinct_requests(nginx):
 
 def test_batch_polling_runtime(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE,
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME,
                                                    "threads=2,batch=16"))
         ngx.say(count_true(200, function(i)
             local ok, res = rt:echo(tostring(i))
@@ -51,7 +51,7 @@ def test_batch_polling_runtime(nginx):
 
 def test_queue_full_is_exact_and_recovers(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "queue=3",
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "queue=3",
                                                    { max_queue = 3 }))
         local threads = {}
         for i = 1, 3 do
@@ -73,7 +73,7 @@ def test_queue_full_is_exact_and_recovers(nginx):
 
 def test_timeout_then_late_answer_is_dropped(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         show(rt:delay("400", 0.1))
         show(rt:__pending())
         -- the late answer arrives and is freed; the next calls are normal
@@ -87,7 +87,7 @@ def test_timeout_then_late_answer_is_dropped(nginx):
 
 def test_default_timeout_from_opts(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "t",
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "t",
                                                    { timeout = 0.05 }))
         show(rt:never())
         show(rt:delay("10", 2))
@@ -97,7 +97,7 @@ def test_default_timeout_from_opts(nginx):
 
 def test_runtime_learns_that_the_caller_gave_up(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         show(rt:wait_cancel(nil, 0.05))
         while rt:__pending() > 0 do ngx.sleep(0.01) end
         local _, stats = rt:stats()
@@ -109,7 +109,7 @@ def test_runtime_learns_that_the_caller_gave_up(nginx):
 
 def test_runtime_answering_twice_is_an_alert_not_a_crash(nginx):
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME))
         for i = 1, 20 do
             local ok, res = rt:twice()
             if not ok or res ~= "first" then ngx.say("bad ", res) end
@@ -124,8 +124,8 @@ def test_runtime_answering_twice_is_an_alert_not_a_crash(nginx):
 
 def test_unload_answers_queued_calls_then_all_pollers_see_null(nginx):
     srv = nginx(server=location("/t", r"""
-        local stats = assert(ngx.load_nonblocking_ffi(EXAMPLE, "stats"))
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=3"))
+        local stats = assert(ngx.load_nonblocking_ffi(RUNTIME, "stats"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=3"))
         local threads = {}
         for i = 1, 9 do
             threads[i] = ngx.thread.spawn(function()
@@ -150,7 +150,7 @@ def test_unload_answers_queued_calls_then_all_pollers_see_null(nginx):
         until ended == "3" or ngx.now() > deadline
         ngx.say("pollers ended ", ended)
         -- loading the same key again makes a new runtime
-        local again = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=3"))
+        local again = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=3"))
         show(again ~= rt, again:echo("again"))
     """))
     assert srv.get("/t").splitlines() == [
@@ -162,7 +162,7 @@ def test_40_runtimes_in_one_worker(nginx):
     srv = nginx(server=location("/t", r"""
         local rts = {}
         for i = 1, 40 do
-            rts[i] = assert(ngx.load_nonblocking_ffi(EXAMPLE, "n=" .. i))
+            rts[i] = assert(ngx.load_nonblocking_ffi(RUNTIME, "n=" .. i))
         end
         ngx.say(count_true(40, function(i)
             local ok, res = rts[i]:echo("runtime " .. i)
@@ -175,7 +175,7 @@ def test_40_runtimes_in_one_worker(nginx):
 
 def test_runtime_log_messages_reach_the_error_log(nginx):
     srv = nginx(log_level="info", server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME))
         show(rt:log("4 an error from the runtime"))
         show(rt:log("5 a warning from the runtime"))
         show(rt:log("8 a debug line that info level filters"))
@@ -189,7 +189,7 @@ def test_runtime_log_messages_reach_the_error_log(nginx):
 def test_many_sequential_calls_do_not_grow_memory(nginx):
     """Pooled tasks: steady state allocates nothing per call in C."""
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME))
         local n = tonumber(ngx.var.arg_n)
         for i = 1, n do
             local ok = rt:echo("payload")

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from conftest import location
-from harness import EXAMPLE, MEMCHECK, check_signals_reach_nginx, wait_for
+from harness import (MEMCHECK, TEST_RUNTIME, check_signals_reach_nginx,
+                     wait_for)
 
 needs_master = pytest.mark.skipif(
     MEMCHECK, reason="memcheck runs nginx with master_process off")
@@ -22,7 +23,7 @@ RESULTS = location("/results", r"""
 
 def pending_location(cfg):
     return location("/pending", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "%s"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "%s"))
         ngx.say(rt:__pending())
     """ % cfg)
 
@@ -45,7 +46,7 @@ def test_calls_from_phases_that_cannot_yield(nginx):
         local rt = assert(ngx.load_nonblocking_ffi("%s"))
         local ok, err = rt:echo("x")
         ngx.shared.results:set(ngx.get_phase(), tostring(ok) .. " " .. err)
-    """ % EXAMPLE
+    """ % TEST_RUNTIME
     srv = nginx(server=location("/t", 'ngx.say("body")', extra=(
         "header_filter_by_lua_block { %s }\n"
         "log_by_lua_block { %s }\n") % (record, record)) + RESULTS)
@@ -67,7 +68,7 @@ def test_calls_from_server_rewrite_are_refused_before_posting(nginx):
                                    tostring(ok) .. " " .. err .. " "
                                    .. rt:__pending())
         }
-    """ % EXAMPLE + RESULTS)
+    """ % TEST_RUNTIME + RESULTS)
     assert results(srv, 1) == [
         "server_rewrite: false cannot yield in the server_rewrite phase 0"]
 
@@ -81,7 +82,7 @@ def test_calls_from_init_worker_and_from_a_timer(nginx):
             local ok, res = rt:delay("20")
             ngx.shared.results:set("timer", tostring(ok) .. " " .. res)
         end)
-    """ % EXAMPLE, server=RESULTS)
+    """ % TEST_RUNTIME, server=RESULTS)
     assert results(srv, 2) == [
         "init_worker: false cannot yield in the init_worker phase",
         "timer: true 20",
@@ -93,7 +94,7 @@ def test_rewrite_and_access_phases_can_call(nginx):
         local rt = assert(ngx.load_nonblocking_ffi("%s"))
         local ok, res = rt:echo(ngx.get_phase())
         ngx.shared.results:set(ngx.get_phase(), tostring(ok) .. " " .. res)
-    """ % EXAMPLE
+    """ % TEST_RUNTIME
     srv = nginx(server=location("/t", 'ngx.say("body")', extra=(
         "rewrite_by_lua_block { %s }\naccess_by_lua_block { %s }\n")
         % (call, call)) + RESULTS)
@@ -104,14 +105,14 @@ def test_rewrite_and_access_phases_can_call(nginx):
 
 def test_client_abort_mid_call(nginx):
     slow = location("/slow", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         local ok, res = rt:delay("300")
         ngx.shared.results:set("finished", "yes")
         ngx.say(res)
     """, extra="lua_check_client_abort on;")
     srv = nginx(server=slow + pending_location("threads=2")
                 + location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         -- all of the aborted calls got their (late) answers
         local deadline = ngx.now() + 10
         while rt:__pending() > 0 and ngx.now() < deadline do
@@ -144,10 +145,10 @@ def test_client_abort_mid_call(nginx):
 @needs_master
 def test_hup_reload_with_20_calls_in_flight(nginx):
     srv = nginx(server=location("/slow", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         ngx.say(select(2, rt:delay("700")))
     """) + location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         show(rt:echo(tostring(ngx.worker.pid())))
     """) + pending_location("threads=2"))
     old_worker = srv.worker_pids()
@@ -173,7 +174,7 @@ def test_hup_reload_with_20_calls_in_flight(nginx):
 
 def test_quit_with_a_never_answered_call_in_flight(nginx):
     srv = nginx(server=location("/never", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME))
         -- answers that will come while and after the worker exits
         for _, ms in ipairs({ "50", "400", "600", "1000" }) do
             rt:delay(ms, 0.01)
@@ -204,7 +205,7 @@ def test_quit_with_a_never_answered_call_in_flight(nginx):
 def test_children_keep_their_exit_status(nginx):
     """nginx's SIGCHLD handler must not reap a runtime's or Lua's child."""
     srv = nginx(server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=2"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         local from_runtime, from_lua = 0, 0
         for i = 1, 20 do
             local ok, res = rt:spawn("exit " .. (i % 5 + 1))
@@ -230,7 +231,7 @@ def test_children_keep_their_exit_status(nginx):
 def test_nginx_signals_still_work_with_runtimes_loaded(nginx):
     # workers reopen the logs on USR1: they need to reach the test's folder
     srv = nginx(main="user root;", server=location("/t", r"""
-        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=4"))
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=4"))
         show(rt:echo(tostring(ngx.worker.pid())))
     """))
     check_signals_reach_nginx(srv, "/t")

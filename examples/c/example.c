@@ -1,531 +1,143 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
- * An example runtime in C: libnffi_example.so.
+ * A runtime in C to copy from: build/libnffi_example.so, cfg "threads=N".
  *
- *   local rt = ngx.load_nonblocking_ffi("nffi_example", "threads=2")
- *   local ok, res = rt:echo("hello")
- *
- * cfg is a comma-separated list of settings (or nil):
- *   threads=N   poll threads (default 1)
- *   batch=N     poll up to N tasks at once (the batch extension)
- *   fail=RC     init fails, returning RC
- *
- * The method name (runtime:NAME(req)) chooses what happens; see the table
- * at the end.  Several methods exist for the tests: answering late, twice,
- * never, from another thread, or spawning a child process.
+ *   local rt = ngx.load_nonblocking_ffi("/path/to/libnffi_example.so",
+ *                                       "threads=2")
+ *   rt:echo("hi")     true, "hi"       rt:echo() gives true, nil
+ *   rt:error("7")     false, 7, "error 7"
+ *   rt:delay("300")   true, "300", after 300 ms, from a thread of its own
+ *   rt:other()        false, 404, "unknown method other"
  */
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "nonblocking_ffi.h"
 
 
-typedef struct {
-    void   *tq;
-    int     batch;
-} example_runtime_t;
-
-
-typedef struct {
-    void   *task;
-    int     delay_ms;
-    /* the answer; NULL answers the delay as text */
-    char   *answer;
-    int     answer_len;
-} example_delayed_t;
-
-
-typedef void (*example_method_pt)(void *task, const char *req, int len);
-
-
-typedef struct {
-    const char         *name;
-    example_method_pt   handler;
-} example_method_t;
-
-
-/* tasks held by "gather" until there are enough of them */
-static pthread_mutex_t  example_gather_mutex = PTHREAD_MUTEX_INITIALIZER;
-static void            *example_gathered[1024];
-static int              example_gathered_n;
-
-/* counters of this worker process, reported by the "stats" method */
-static int  example_polled;
-static int  example_pollers_ended;
-static int  example_cancels_seen;
-
-
-static char *
-example_copy(const char *data, int len)
-{
-    char  *copy;
-
-    copy = malloc(len + 1);
-    if (copy == NULL) {
-        return NULL;
-    }
-
-    memcpy(copy, data, len);
-    copy[len] = '\0';
-
-    return copy;
-}
-
-
 static void
-example_sleep_ms(int ms)
+example_answer(void *task, int rc, const char *text)
 {
-    struct timespec  ts;
-
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (long) (ms % 1000) * 1000000;
-
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-        /* the rest of the sleep */
-    }
-}
-
-
-static void
-example_answer_text(void *task, int rc, const char *text)
-{
+    /* the module frees the answer; rsp_len 0 means NUL-terminated */
     ngx_http_lua_nonblocking_ffi_respond(task, rc, strdup(text), 0);
 }
 
 
-static void
-example_echo(void *task, const char *req, int len)
-{
-    /* binary-safe: the length is given, NUL bytes pass */
-    ngx_http_lua_nonblocking_ffi_respond(task, 0,
-                                         req ? example_copy(req, len) : NULL,
-                                         len);
-}
-
-
-static void
-example_error(void *task, const char *req, int len)
-{
-    int   rc;
-    char  text[64];
-
-    rc = req ? atoi(req) : 0;
-    if (rc == 0) {
-        rc = 1;
-    }
-
-    snprintf(text, sizeof(text), "error %d", rc);
-    example_answer_text(task, rc, text);
-}
-
-
-static void
-example_error_nil(void *task, const char *req, int len)
-{
-    ngx_http_lua_nonblocking_ffi_respond(task, 2, NULL, 0);
-}
-
-
-static void
-example_null(void *task, const char *req, int len)
-{
-    ngx_http_lua_nonblocking_ffi_respond(task, 0, NULL, 0);
-}
-
-
-static void
-example_cstring(void *task, const char *req, int len)
-{
-    example_answer_text(task, 0, "a NUL-terminated answer");
-}
-
+/* a slow job runs on a thread of its own, so the pollers keep polling */
 
 static void *
-example_delayed_answer(void *arg)
+example_delay(void *task)
 {
-    example_delayed_t  *d = arg;
-    char                text[32];
+    int              ms;
+    char            *req, text[16];
+    struct timespec  ts;
 
-    example_sleep_ms(d->delay_ms);
+    /* the request stays valid until the task is answered */
+    req = ngx_http_lua_nonblocking_ffi_get_req(task, NULL);
+    ms = req ? atoi(req) : 0;
 
-    if (d->answer) {
-        ngx_http_lua_nonblocking_ffi_respond(d->task, 0, d->answer,
-                                             d->answer_len);
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
 
-    } else {
-        snprintf(text, sizeof(text), "%d", d->delay_ms);
-        example_answer_text(d->task, 0, text);
-    }
-
-    free(d);
+    snprintf(text, sizeof(text), "%d", ms);
+    example_answer(task, 0, text);      /* any thread may answer */
 
     return NULL;
 }
 
 
 static void
-example_answer_later(void *task, int delay_ms, char *answer, int answer_len)
-{
-    pthread_t           thread;
-    pthread_attr_t      attr;
-    example_delayed_t  *d;
-
-    d = malloc(sizeof(example_delayed_t));
-    if (d == NULL) {
-        free(answer);
-        example_answer_text(task, 1, "no memory");
-        return;
-    }
-
-    d->task = task;
-    d->delay_ms = delay_ms;
-    d->answer = answer;
-    d->answer_len = answer_len;
-
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-
-    if (pthread_create(&thread, &attr, example_delayed_answer, d) != 0) {
-        free(answer);
-        free(d);
-        example_answer_text(task, 1, "pthread_create() failed");
-    }
-
-    pthread_attr_destroy(&attr);
-}
-
-
-/* answers with req after req milliseconds, from a thread of its own */
-
-static void
-example_delay(void *task, const char *req, int len)
-{
-    example_answer_later(task, req ? atoi(req) : 0, NULL, 0);
-}
-
-
-/* echoes from a thread of its own, after 0 to 6 ms depending on len */
-
-static void
-example_delay_echo(void *task, const char *req, int len)
-{
-    char  *copy;
-
-    copy = example_copy(req ? req : "", len);
-    if (copy == NULL) {
-        example_answer_text(task, 1, "no memory");
-        return;
-    }
-
-    example_answer_later(task, len % 7, copy, len);
-}
-
-
-/* keeps the poll thread busy for req milliseconds, then echoes */
-
-static void
-example_block(void *task, const char *req, int len)
-{
-    example_sleep_ms(req ? atoi(req) : 0);
-    example_echo(task, req, len);
-}
-
-
-/*
- * Holds calls until req of them arrived, then answers them all, the last
- * one first (req at most 1024), each with its own request.
- */
-
-static void
-example_gather(void *task, const char *req, int len)
-{
-    int     i, n, want, lens[1024];
-    char   *reqs[1024];
-    void   *tasks[1024];
-
-    want = req ? atoi(req) : 0;
-
-    if (want < 1 || want > 1024) {
-        example_answer_text(task, 1, "gather wants 1 to 1024 calls");
-        return;
-    }
-
-    pthread_mutex_lock(&example_gather_mutex);
-
-    example_gathered[example_gathered_n++] = task;
-    n = example_gathered_n;
-
-    if (n >= want) {
-        memcpy(tasks, example_gathered, n * sizeof(void *));
-        example_gathered_n = 0;
-    }
-
-    pthread_mutex_unlock(&example_gather_mutex);
-
-    if (n < want) {
-        return;
-    }
-
-    for (i = n - 1; i >= 0; i--) {
-        reqs[i] = ngx_http_lua_nonblocking_ffi_get_req(tasks[i], &lens[i]);
-        example_echo(tasks[i], reqs[i], lens[i]);
-    }
-}
-
-
-static void
-example_twice(void *task, const char *req, int len)
-{
-    example_answer_text(task, 0, "first");
-    example_answer_text(task, 0, "second");
-}
-
-
-static void
-example_never(void *task, const char *req, int len)
-{
-    /* a runtime bug on purpose: the caller can only time out */
-}
-
-
-static void
-example_bad_length(void *task, const char *req, int len)
-{
-    ngx_http_lua_nonblocking_ffi_respond(task, 0, strdup("x"), -1);
-}
-
-
-/* runs req with /bin/sh from this runtime thread and reports its status */
-
-static void
-example_spawn(void *task, const char *req, int len)
-{
-    int    status;
-    char   text[128];
-    pid_t  pid;
-
-    pid = fork();
-
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", req ? req : "true", (char *) NULL);
-        _exit(127);
-    }
-
-    if (pid == -1) {
-        snprintf(text, sizeof(text), "fork: %s", strerror(errno));
-        example_answer_text(task, 1, text);
-        return;
-    }
-
-    while (waitpid(pid, &status, 0) == -1) {
-        if (errno != EINTR) {
-            snprintf(text, sizeof(text), "waitpid: %s", strerror(errno));
-            example_answer_text(task, 1, text);
-            return;
-        }
-    }
-
-    snprintf(text, sizeof(text), "exit %d",
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    example_answer_text(task, 0, text);
-}
-
-
-/* req is "LEVEL message": writes message to the nginx error log */
-
-static void
-example_log(void *task, const char *req, int len)
-{
-    int    level;
-    char  *msg;
-
-    level = req ? (int) strtol(req, &msg, 10) : NONBLOCKING_FFI_LOG_ERR;
-    msg = (req && *msg == ' ') ? msg + 1 : "(no message)";
-
-    ngx_http_lua_nonblocking_ffi_log(level, msg, 0);
-    example_answer_text(task, 0, "logged");
-}
-
-
-/* waits (up to 10 s) until the caller gives up */
-
-static void
-example_wait_cancel(void *task, const char *req, int len)
-{
-    int  i;
-
-    for (i = 0; i < 10000; i++) {
-        if (ngx_http_lua_nonblocking_ffi_task_cancelled(task)) {
-            __atomic_add_fetch(&example_cancels_seen, 1, __ATOMIC_RELAXED);
-            example_answer_text(task, 0, "cancelled");
-            return;
-        }
-
-        example_sleep_ms(1);
-    }
-
-    example_answer_text(task, 0, "not cancelled");
-}
-
-
-static void
-example_stats(void *task, const char *req, int len)
-{
-    char  text[256];
-
-    snprintf(text, sizeof(text),
-             "polled=%d pollers_ended=%d cancels_seen=%d abi=%d",
-             __atomic_load_n(&example_polled, __ATOMIC_RELAXED),
-             __atomic_load_n(&example_pollers_ended, __ATOMIC_RELAXED),
-             __atomic_load_n(&example_cancels_seen, __ATOMIC_RELAXED),
-             ngx_http_lua_nonblocking_ffi_abi_version());
-    example_answer_text(task, 0, text);
-}
-
-
-static const example_method_t  example_methods[] = {
-    { "echo", example_echo },
-    { "error", example_error },
-    { "error_nil", example_error_nil },
-    { "null", example_null },
-    { "cstring", example_cstring },
-    { "delay", example_delay },
-    { "delay_echo", example_delay_echo },
-    { "block", example_block },
-    { "gather", example_gather },
-    { "twice", example_twice },
-    { "never", example_never },
-    { "bad_length", example_bad_length },
-    { "spawn", example_spawn },
-    { "log", example_log },
-    { "wait_cancel", example_wait_cancel },
-    { "stats", example_stats },
-    { NULL, NULL }
-};
-
-
-static void
 example_handle(void *task)
 {
-    int                      len;
-    char                    *req, text[128];
-    const char              *method;
-    const example_method_t  *m;
-
-    __atomic_add_fetch(&example_polled, 1, __ATOMIC_RELAXED);
+    int          len, rc;
+    char        *req, *rsp, text[96];
+    pthread_t    tid;
+    const char  *method;
 
     req = ngx_http_lua_nonblocking_ffi_get_req(task, &len);
     method = ngx_http_lua_nonblocking_ffi_get_method(task, NULL);
 
-    for (m = example_methods; m->name; m++) {
-        if (strcmp(m->name, method) == 0) {
-            m->handler(task, req, len);
+    if (strcmp(method, "echo") == 0) {
+        /* binary-safe: len bytes; the NUL is for "", whose len 0 would
+         * otherwise mean "read up to a NUL" */
+        rsp = req ? malloc(len + 1) : NULL;
+
+        if (req && rsp == NULL) {
+            example_answer(task, 1, "no memory");
             return;
         }
-    }
 
-    snprintf(text, sizeof(text), "unknown method %.64s", method);
-    example_answer_text(task, 404, text);
+        if (rsp) {
+            memcpy(rsp, req, len);
+            rsp[len] = '\0';
+        }
+
+        ngx_http_lua_nonblocking_ffi_respond(task, 0, rsp, len);
+
+    } else if (strcmp(method, "error") == 0) {
+        /* rc != 0: Lua gets false, rc, answer (rc 0 would be success) */
+        rc = req ? atoi(req) : 0;
+        rc = rc ? rc : 1;
+        snprintf(text, sizeof(text), "error %d", rc);
+        example_answer(task, rc, text);
+
+    } else if (strcmp(method, "delay") == 0) {
+        if (pthread_create(&tid, NULL, example_delay, task) == 0) {
+            pthread_detach(tid);
+
+        } else {
+            example_answer(task, 1, "pthread_create() failed");
+        }
+
+    } else {
+        snprintf(text, sizeof(text), "unknown method %.64s", method);
+        example_answer(task, 404, text);
+    }
 }
 
 
 static void *
-example_poll_loop(void *arg)
+example_poll(void *tq)
 {
-    int                 i, n;
-    void               *tasks[64];
-    example_runtime_t  *rt = arg;
+    void  *task;
 
-    for ( ;; ) {
-        if (rt->batch > 1) {
-            n = ngx_http_lua_nonblocking_ffi_task_poll_batch(rt->tq, tasks,
-                                                             rt->batch);
-
-        } else {
-            tasks[0] = ngx_http_lua_nonblocking_ffi_task_poll(rt->tq);
-            n = tasks[0] ? 1 : 0;
-        }
-
-        if (n == 0) {
-            /* unloaded: every queued task was handed out before this */
-            __atomic_add_fetch(&example_pollers_ended, 1, __ATOMIC_RELAXED);
-            free(rt);
-            return NULL;
-        }
-
-        for (i = 0; i < n; i++) {
-            example_handle(tasks[i]);
-        }
+    /* NULL: the runtime was unloaded (or the worker exits) and drained */
+    while ((task = ngx_http_lua_nonblocking_ffi_task_poll(tq)) != NULL) {
+        example_handle(task);
     }
+
+    return NULL;
 }
 
 
-static int
-example_setting(const char *cfg, const char *name, int dflt)
-{
-    size_t       len;
-    const char  *p;
-
-    if (cfg == NULL) {
-        return dflt;
-    }
-
-    len = strlen(name);
-
-    for (p = cfg; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
-        if (strncmp(p, name, len) == 0 && p[len] == '=') {
-            return atoi(p + len + 1);
-        }
-    }
-
-    return dflt;
-}
-
+/* runs once per (lib, cfg) in each worker; cfg is valid only meanwhile */
 
 int
 lib_nonblocking_ffi_init(char *cfg, void *tq)
 {
-    int                 i, threads, rc;
-    pthread_t           thread;
-    example_runtime_t  *rt;
+    int        i, threads;
+    pthread_t  tid;
 
-    rc = example_setting(cfg, "fail", 0);
-    if (rc != 0) {
-        return rc;
-    }
+    threads = 1;
 
-    threads = example_setting(cfg, "threads", 1);
-
-    if (threads < 1 || threads > 64) {
-        return -1;
+    if ((cfg && sscanf(cfg, "threads=%d", &threads) != 1)
+        || threads < 1 || threads > 64)
+    {
+        return 1;                       /* fails the load with rc 1 */
     }
 
     for (i = 0; i < threads; i++) {
-        /* each poller frees its own copy when it sees the end */
-        rt = malloc(sizeof(example_runtime_t));
-        if (rt == NULL) {
-            return -1;
+        if (pthread_create(&tid, NULL, example_poll, tq) != 0) {
+            return 1;       /* a failed load closes tq: pollers get NULL */
         }
 
-        rt->tq = tq;
-        rt->batch = example_setting(cfg, "batch", 1);
-
-        if (rt->batch > 64) {
-            rt->batch = 64;
-        }
-
-        if (pthread_create(&thread, NULL, example_poll_loop, rt) != 0) {
-            free(rt);
-            return -1;
-        }
-
-        pthread_detach(thread);
+        pthread_detach(tid);
     }
 
     return 0;

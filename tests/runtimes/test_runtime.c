@@ -1,0 +1,538 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
+/*
+ * The runtime of the integration tests: libnffi_test_runtime.so.  Readers
+ * who want a runtime to copy start from examples/c/example.c instead.
+ *
+ *   local rt = ngx.load_nonblocking_ffi(RUNTIME, "threads=2")
+ *   local ok, res = rt:echo("hello")
+ *
+ * cfg is a comma-separated list of settings (or nil); other settings are
+ * ignored, so a test can make a separate runtime with any new cfg:
+ *   threads=N   poll threads (default 1, 1 to 64)
+ *   batch=N     poll up to N tasks at once (the batch extension)
+ *   fail=RC     init fails, returning RC
+ *
+ * The method name (runtime:NAME(req)) chooses what happens; see the table
+ * at the end.  Besides ordinary answers, methods answer late, twice,
+ * never, with a bad length, from another thread, spawn a child process,
+ * log, watch for cancellation and report counters.
+ */
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nonblocking_ffi.h"
+
+
+typedef struct {
+    void   *tq;
+    int     batch;
+} test_rt_runtime_t;
+
+
+typedef struct {
+    void   *task;
+    int     delay_ms;
+    /* the answer; NULL answers the delay as text */
+    char   *answer;
+    int     answer_len;
+} test_rt_delayed_t;
+
+
+typedef void (*test_rt_method_pt)(void *task, const char *req, int len);
+
+
+typedef struct {
+    const char         *name;
+    test_rt_method_pt   handler;
+} test_rt_method_t;
+
+
+/* tasks held by "gather" until there are enough of them */
+static pthread_mutex_t  test_rt_gather_mutex = PTHREAD_MUTEX_INITIALIZER;
+static void            *test_rt_gathered[NONBLOCKING_FFI_POLL_BATCH_MAX];
+static int              test_rt_gathered_n;
+
+/* counters of this worker process, reported by the "stats" method */
+static int  test_rt_polled;
+static int  test_rt_pollers_ended;
+static int  test_rt_cancels_seen;
+
+
+static char *
+test_rt_copy(const char *data, int len)
+{
+    char  *copy;
+
+    copy = malloc(len + 1);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+
+    return copy;
+}
+
+
+static void
+test_rt_sleep_ms(int ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long) (ms % 1000) * 1000000;
+
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        /* the rest of the sleep */
+    }
+}
+
+
+static void
+test_rt_answer_text(void *task, int rc, const char *text)
+{
+    ngx_http_lua_nonblocking_ffi_respond(task, rc, strdup(text), 0);
+}
+
+
+static void
+test_rt_echo(void *task, const char *req, int len)
+{
+    /* binary-safe: the length is given, NUL bytes pass */
+    ngx_http_lua_nonblocking_ffi_respond(task, 0,
+                                         req ? test_rt_copy(req, len) : NULL,
+                                         len);
+}
+
+
+static void
+test_rt_error(void *task, const char *req, int len)
+{
+    int   rc;
+    char  text[64];
+
+    rc = req ? atoi(req) : 0;
+    if (rc == 0) {
+        rc = 1;
+    }
+
+    snprintf(text, sizeof(text), "error %d", rc);
+    test_rt_answer_text(task, rc, text);
+}
+
+
+static void
+test_rt_error_nil(void *task, const char *req, int len)
+{
+    ngx_http_lua_nonblocking_ffi_respond(task, 2, NULL, 0);
+}
+
+
+static void
+test_rt_null(void *task, const char *req, int len)
+{
+    ngx_http_lua_nonblocking_ffi_respond(task, 0, NULL, 0);
+}
+
+
+static void
+test_rt_cstring(void *task, const char *req, int len)
+{
+    test_rt_answer_text(task, 0, "a NUL-terminated answer");
+}
+
+
+static void *
+test_rt_delayed_answer(void *arg)
+{
+    test_rt_delayed_t  *d = arg;
+    char                text[32];
+
+    test_rt_sleep_ms(d->delay_ms);
+
+    if (d->answer) {
+        ngx_http_lua_nonblocking_ffi_respond(d->task, 0, d->answer,
+                                             d->answer_len);
+
+    } else {
+        snprintf(text, sizeof(text), "%d", d->delay_ms);
+        test_rt_answer_text(d->task, 0, text);
+    }
+
+    free(d);
+
+    return NULL;
+}
+
+
+static void
+test_rt_answer_later(void *task, int delay_ms, char *answer, int answer_len)
+{
+    pthread_t           thread;
+    pthread_attr_t      attr;
+    test_rt_delayed_t  *d;
+
+    d = malloc(sizeof(test_rt_delayed_t));
+    if (d == NULL) {
+        free(answer);
+        test_rt_answer_text(task, 1, "no memory");
+        return;
+    }
+
+    d->task = task;
+    d->delay_ms = delay_ms;
+    d->answer = answer;
+    d->answer_len = answer_len;
+
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+
+    if (pthread_create(&thread, &attr, test_rt_delayed_answer, d) != 0) {
+        free(answer);
+        free(d);
+        test_rt_answer_text(task, 1, "pthread_create() failed");
+    }
+
+    pthread_attr_destroy(&attr);
+}
+
+
+/* answers with req after req milliseconds, from a thread of its own */
+
+static void
+test_rt_delay(void *task, const char *req, int len)
+{
+    test_rt_answer_later(task, req ? atoi(req) : 0, NULL, 0);
+}
+
+
+/* echoes from a thread of its own, after 0 to 6 ms depending on len */
+
+static void
+test_rt_delay_echo(void *task, const char *req, int len)
+{
+    char  *copy;
+
+    copy = test_rt_copy(req ? req : "", len);
+    if (copy == NULL) {
+        test_rt_answer_text(task, 1, "no memory");
+        return;
+    }
+
+    test_rt_answer_later(task, len % 7, copy, len);
+}
+
+
+/* keeps the poll thread busy for req milliseconds, then echoes */
+
+static void
+test_rt_block(void *task, const char *req, int len)
+{
+    test_rt_sleep_ms(req ? atoi(req) : 0);
+    test_rt_echo(task, req, len);
+}
+
+
+/*
+ * Holds calls until req of them arrived, then answers them all, the last
+ * one first (req at most NONBLOCKING_FFI_POLL_BATCH_MAX), each with its
+ * own request.
+ */
+
+static void
+test_rt_gather(void *task, const char *req, int len)
+{
+    int     i, n, want, lens[NONBLOCKING_FFI_POLL_BATCH_MAX];
+    char   *reqs[NONBLOCKING_FFI_POLL_BATCH_MAX];
+    void   *tasks[NONBLOCKING_FFI_POLL_BATCH_MAX];
+
+    want = req ? atoi(req) : 0;
+
+    if (want < 1 || want > NONBLOCKING_FFI_POLL_BATCH_MAX) {
+        test_rt_answer_text(task, 1, "gather wants 1 to 1024 calls");
+        return;
+    }
+
+    pthread_mutex_lock(&test_rt_gather_mutex);
+
+    test_rt_gathered[test_rt_gathered_n++] = task;
+    n = test_rt_gathered_n;
+
+    if (n >= want) {
+        memcpy(tasks, test_rt_gathered, n * sizeof(void *));
+        test_rt_gathered_n = 0;
+    }
+
+    pthread_mutex_unlock(&test_rt_gather_mutex);
+
+    if (n < want) {
+        return;
+    }
+
+    for (i = n - 1; i >= 0; i--) {
+        reqs[i] = ngx_http_lua_nonblocking_ffi_get_req(tasks[i], &lens[i]);
+        test_rt_echo(tasks[i], reqs[i], lens[i]);
+    }
+}
+
+
+static void
+test_rt_twice(void *task, const char *req, int len)
+{
+    test_rt_answer_text(task, 0, "first");
+    test_rt_answer_text(task, 0, "second");
+}
+
+
+static void
+test_rt_never(void *task, const char *req, int len)
+{
+    /* a runtime bug on purpose: the caller can only time out */
+}
+
+
+static void
+test_rt_bad_length(void *task, const char *req, int len)
+{
+    ngx_http_lua_nonblocking_ffi_respond(task, 0, strdup("x"), -1);
+}
+
+
+/* runs req with /bin/sh from this runtime thread and reports its status */
+
+static void
+test_rt_spawn(void *task, const char *req, int len)
+{
+    int    status;
+    char   text[128];
+    pid_t  pid;
+
+    pid = fork();
+
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", req ? req : "true", (char *) NULL);
+        _exit(127);
+    }
+
+    if (pid == -1) {
+        snprintf(text, sizeof(text), "fork: %s", strerror(errno));
+        test_rt_answer_text(task, 1, text);
+        return;
+    }
+
+    while (waitpid(pid, &status, 0) == -1) {
+        if (errno != EINTR) {
+            snprintf(text, sizeof(text), "waitpid: %s", strerror(errno));
+            test_rt_answer_text(task, 1, text);
+            return;
+        }
+    }
+
+    snprintf(text, sizeof(text), "exit %d",
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    test_rt_answer_text(task, 0, text);
+}
+
+
+/* req is "LEVEL message": writes message to the nginx error log */
+
+static void
+test_rt_log(void *task, const char *req, int len)
+{
+    int    level;
+    char  *msg;
+
+    level = req ? (int) strtol(req, &msg, 10) : NONBLOCKING_FFI_LOG_ERR;
+    msg = (req && *msg == ' ') ? msg + 1 : "(no message)";
+
+    ngx_http_lua_nonblocking_ffi_log(level, msg, 0);
+    test_rt_answer_text(task, 0, "logged");
+}
+
+
+/* waits (up to 10 s) until the caller gives up */
+
+static void
+test_rt_wait_cancel(void *task, const char *req, int len)
+{
+    int  i;
+
+    for (i = 0; i < 10000; i++) {
+        if (ngx_http_lua_nonblocking_ffi_task_cancelled(task)) {
+            __atomic_add_fetch(&test_rt_cancels_seen, 1, __ATOMIC_RELAXED);
+            test_rt_answer_text(task, 0, "cancelled");
+            return;
+        }
+
+        test_rt_sleep_ms(1);
+    }
+
+    test_rt_answer_text(task, 0, "not cancelled");
+}
+
+
+static void
+test_rt_stats(void *task, const char *req, int len)
+{
+    char  text[256];
+
+    snprintf(text, sizeof(text),
+             "polled=%d pollers_ended=%d cancels_seen=%d abi=%d",
+             __atomic_load_n(&test_rt_polled, __ATOMIC_RELAXED),
+             __atomic_load_n(&test_rt_pollers_ended, __ATOMIC_RELAXED),
+             __atomic_load_n(&test_rt_cancels_seen, __ATOMIC_RELAXED),
+             ngx_http_lua_nonblocking_ffi_abi_version());
+    test_rt_answer_text(task, 0, text);
+}
+
+
+static const test_rt_method_t  test_rt_methods[] = {
+    { "echo", test_rt_echo },
+    { "error", test_rt_error },
+    { "error_nil", test_rt_error_nil },
+    { "null", test_rt_null },
+    { "cstring", test_rt_cstring },
+    { "delay", test_rt_delay },
+    { "delay_echo", test_rt_delay_echo },
+    { "block", test_rt_block },
+    { "gather", test_rt_gather },
+    { "twice", test_rt_twice },
+    { "never", test_rt_never },
+    { "bad_length", test_rt_bad_length },
+    { "spawn", test_rt_spawn },
+    { "log", test_rt_log },
+    { "wait_cancel", test_rt_wait_cancel },
+    { "stats", test_rt_stats },
+    { NULL, NULL }
+};
+
+
+static void
+test_rt_handle(void *task)
+{
+    int                      len;
+    char                    *req, text[128];
+    const char              *method;
+    const test_rt_method_t  *m;
+
+    __atomic_add_fetch(&test_rt_polled, 1, __ATOMIC_RELAXED);
+
+    req = ngx_http_lua_nonblocking_ffi_get_req(task, &len);
+    method = ngx_http_lua_nonblocking_ffi_get_method(task, NULL);
+
+    for (m = test_rt_methods; m->name; m++) {
+        if (strcmp(m->name, method) == 0) {
+            m->handler(task, req, len);
+            return;
+        }
+    }
+
+    snprintf(text, sizeof(text), "unknown method %.64s", method);
+    test_rt_answer_text(task, 404, text);
+}
+
+
+static void *
+test_rt_poll_loop(void *arg)
+{
+    int                 i, n;
+    void               *tasks[64];
+    test_rt_runtime_t  *rt = arg;
+
+    for ( ;; ) {
+        if (rt->batch > 1) {
+            n = ngx_http_lua_nonblocking_ffi_task_poll_batch(rt->tq, tasks,
+                                                             rt->batch);
+
+        } else {
+            tasks[0] = ngx_http_lua_nonblocking_ffi_task_poll(rt->tq);
+            n = tasks[0] ? 1 : 0;
+        }
+
+        if (n == 0) {
+            /* unloaded: every queued task was handed out before this */
+            __atomic_add_fetch(&test_rt_pollers_ended, 1, __ATOMIC_RELAXED);
+            free(rt);
+            return NULL;
+        }
+
+        for (i = 0; i < n; i++) {
+            test_rt_handle(tasks[i]);
+        }
+    }
+}
+
+
+static int
+test_rt_setting(const char *cfg, const char *name, int dflt)
+{
+    size_t       len;
+    const char  *p;
+
+    if (cfg == NULL) {
+        return dflt;
+    }
+
+    len = strlen(name);
+
+    for (p = cfg; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        if (strncmp(p, name, len) == 0 && p[len] == '=') {
+            return atoi(p + len + 1);
+        }
+    }
+
+    return dflt;
+}
+
+
+int
+lib_nonblocking_ffi_init(char *cfg, void *tq)
+{
+    int                 i, threads, rc;
+    pthread_t           thread;
+    test_rt_runtime_t  *rt;
+
+    rc = test_rt_setting(cfg, "fail", 0);
+    if (rc != 0) {
+        return rc;
+    }
+
+    threads = test_rt_setting(cfg, "threads", 1);
+
+    if (threads < 1 || threads > 64) {
+        return -1;
+    }
+
+    for (i = 0; i < threads; i++) {
+        /* each poller frees its own copy when it sees the end */
+        rt = malloc(sizeof(test_rt_runtime_t));
+        if (rt == NULL) {
+            return -1;
+        }
+
+        rt->tq = tq;
+        rt->batch = test_rt_setting(cfg, "batch", 1);
+
+        if (rt->batch > 64) {
+            rt->batch = 64;
+        }
+
+        if (pthread_create(&thread, NULL, test_rt_poll_loop, rt) != 0) {
+            free(rt);
+            return -1;
+        }
+
+        pthread_detach(thread);
+    }
+
+    return 0;
+}
