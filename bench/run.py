@@ -76,10 +76,11 @@ def connectable(port=None, unix=None):
 
 
 class Bench:
-    def __init__(self, smoke, spin=None):
+    def __init__(self, smoke, spin=None, loop_spin=None):
         self.smoke = smoke
         # None: the library's default
         self.spin = "nil" if spin is None else str(int(spin))
+        self.loop_spin = "nil" if loop_spin is None else str(int(loop_spin))
         self.tmp = tempfile.mkdtemp(prefix="nffi-bench-")
         os.chmod(self.tmp, 0o755)
         self.port = free_port()
@@ -102,6 +103,7 @@ class Bench:
                            ("@UNIX@", self.unix),
                            ("@TCP_PORT@", str(self.tcp_port)),
                            ("@SPIN@", self.spin),
+                           ("@LOOP_SPIN@", self.loop_spin),
                            ("# @USER@", WORKER_USER)):
             conf = conf.replace(key, value)
         conf_path = os.path.join(prefix, "nginx.conf")
@@ -380,7 +382,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--spin", type=int,
-                        help="opts.spin of the runtime (default: the "
+                        help="opts.spin of the runtime: its pollers' "
+                             "sched_yield() rounds (default: the "
+                             "library's)")
+    parser.add_argument("--loop-spin", type=int,
+                        help="opts.loop_spin of the runtime: event-loop "
+                             "rounds polling for answers (default: the "
                              "library's)")
     parser.add_argument("--only", choices=["http"],
                         help="just this workload (knob studies): prints "
@@ -388,19 +395,20 @@ def main():
     args = parser.parse_args()
 
     if args.only:
-        bench = Bench(args.smoke, args.spin)
+        bench = Bench(args.smoke, args.spin, args.loop_spin)
         try:
             bench.start()
-            print(json.dumps({"spin": args.spin, "http": bench.http()}))
+            print(json.dumps({"spin": args.spin, "loop_spin": args.loop_spin,
+                              "http": bench.http()}))
         finally:
             bench.stop()
         return
 
-    bench = Bench(args.smoke, args.spin)
+    bench = Bench(args.smoke, args.spin, args.loop_spin)
     try:
         bench.start()
         results = {"machine": machine(), "smoke": args.smoke,
-                   "spin": args.spin,
+                   "spin": args.spin, "loop_spin": args.loop_spin,
                    "sequential": bench.sequential(),
                    "concurrent": bench.concurrent(),
                    "http": bench.http(), "cpu": bench.cpu()}

@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * Signals and runtime threads.
  *
@@ -54,7 +56,10 @@ ngx_nffi_signal_init(void)
     ngx_nffi_main_thread = pthread_self();
 
     for (signo = ngx_nffi_nginx_signals; *signo; signo++) {
-        sigaction(*signo, NULL, &ngx_nffi_nginx_actions[*signo]);
+        if (sigaction(*signo, NULL, &ngx_nffi_nginx_actions[*signo]) == -1) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_nffi_worker.log, ngx_errno,
+                          "nonblocking_ffi: sigaction(%d) failed", *signo);
+        }
     }
 }
 
@@ -62,7 +67,7 @@ ngx_nffi_signal_init(void)
 void
 ngx_nffi_signal_block(sigset_t *saved)
 {
-    int       *signo;
+    int       *signo, err;
     sigset_t   set;
 
     sigemptyset(&set);
@@ -71,14 +76,26 @@ ngx_nffi_signal_block(sigset_t *saved)
         sigaddset(&set, *signo);
     }
 
-    pthread_sigmask(SIG_BLOCK, &set, saved);
+    err = pthread_sigmask(SIG_BLOCK, &set, saved);
+
+    if (err != 0) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_nffi_worker.log, err,
+                      "nonblocking_ffi: pthread_sigmask(SIG_BLOCK) failed");
+    }
 }
 
 
 void
 ngx_nffi_signal_restore(sigset_t *saved)
 {
-    pthread_sigmask(SIG_SETMASK, saved, NULL);
+    int  err;
+
+    err = pthread_sigmask(SIG_SETMASK, saved, NULL);
+
+    if (err != 0) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_nffi_worker.log, err,
+                      "nonblocking_ffi: pthread_sigmask(SIG_SETMASK) failed");
+    }
 }
 
 
@@ -91,9 +108,14 @@ ngx_nffi_signal_take_back(void)
     for (signo = ngx_nffi_nginx_signals; *signo; signo++) {
         nginx = &ngx_nffi_nginx_actions[*signo];
 
-        if (sigaction(*signo, NULL, &current) != 0
-            || (current.sa_handler != nginx->sa_handler
-                && current.sa_sigaction != ngx_nffi_signal_trampoline))
+        if (sigaction(*signo, NULL, &current) == -1) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_nffi_worker.log, ngx_errno,
+                          "nonblocking_ffi: sigaction(%d) failed", *signo);
+            continue;
+        }
+
+        if (current.sa_handler != nginx->sa_handler
+            && current.sa_sigaction != ngx_nffi_signal_trampoline)
         {
             continue;
         }
@@ -116,7 +138,10 @@ ngx_nffi_signal_take_back(void)
             sa.sa_flags = nginx->sa_flags | SA_SIGINFO | SA_ONSTACK;
         }
 
-        sigaction(*signo, &sa, NULL);
+        if (sigaction(*signo, &sa, NULL) == -1) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_nffi_worker.log, ngx_errno,
+                          "nonblocking_ffi: sigaction(%d) failed", *signo);
+        }
     }
 }
 

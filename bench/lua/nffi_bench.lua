@@ -75,7 +75,9 @@ end
 
 local function runtime_path(lib, cfg, is_global)
     return function()
-        local opts = { spin = config.opts.spin, is_global = is_global }
+        local opts = { spin = config.opts.spin,
+                       loop_spin = config.opts.loop_spin,
+                       is_global = is_global }
         local rt = assert(ngx.load_nonblocking_ffi(lib, cfg, opts))
         return function(payload)
             local ok, res = rt:echo(payload)
