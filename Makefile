@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 SHELL := /bin/bash
 # lua-resty-nonblocking-ffi
 #

@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * The sidecar the benchmark compares against: an echo server speaking a
  * 4-byte big-endian length prefix, on a unix socket and on TCP loopback,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Benchmark: our calls side by side with the ways people do it today.
 
 Starts the C echo sidecar (unix socket and TCP) and nginx with

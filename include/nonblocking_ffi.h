@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * lua-resty-nonblocking-ffi: the runtime-side ABI.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Installs the Debian packages that building, running and testing need,
 # only when they are missing: stock nginx with lua-nginx-module, the nginx
 # build tree and build dependencies, Debian's CPython for the Python loader,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Serves examples/nginx/demo.conf in the foreground on 127.0.0.1:$PORT,
 # with an etcd on 127.0.0.1:$ETCD_PORT for the Go etcd example.
 set -euo pipefail

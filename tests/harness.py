@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """Start the real Debian nginx with the built module, talk HTTP to it.
 
 Each NginxServer gets its own prefix folder, a free port and a rendered

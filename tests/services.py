@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """Real services for the tests, from Debian packages, on free ports."""
 
 import os

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """Real services and builds that the Go tests use.
 
 - go_libs: builds examples/go (make is a no-op when it is up to date) and

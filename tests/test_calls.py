@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """The seed's call API: results, payloads, errors, arguments."""
 
 from conftest import location

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """`make run`'s demo serves what the README shows.
 
 scripts/run-demo.sh runs in a session of its own with default signal

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """Many calls at once, bounded queues, timeouts, unload, misbehaving
 runtimes."""
 

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """Go runtimes: the SDK (sdk/go), its examples (examples/go) and the Go traps.
 
 Only one Go runtime can live in a process, so every test loads at most one

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """Phases, aborted clients, reloads, worker exit and signals."""
 
 import signal

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """The Python loader (lib_nonblocking_ffi_python3.so) and the nonblocking_ffi
 package, on real nginx: `make -C shims/python deps all` first.
 

@@ -1,3 +1,5 @@
+-- SPDX-License-Identifier: BSD-2-Clause
+
 -- the function ngx.run_worker_thread runs in the benchmark's path (d)
 local _M = {}
 

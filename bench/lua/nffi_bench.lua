@@ -1,3 +1,5 @@
+-- SPDX-License-Identifier: BSD-2-Clause
+
 -- The benchmark's workloads, run inside the nginx worker.  Every path
 -- ("ffi", "unix", "tcp", "thread", "floor") is a function that sends a
 -- payload and returns the echoed payload, so the workloads time all paths

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSD-2-Clause
+
 module lua-resty-nonblocking-ffi/examples/go
 
 go 1.26.0

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSD-2-Clause
+
 // Command lib_nonblocking_ffi_go is the one Go runtime library of the
 // examples: build it with
 //

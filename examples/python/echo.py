@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """The echo runtime: the smallest Python runtime worth loading.
 
     local rt = assert(ngx.load_nonblocking_ffi(

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """A job queue on Redis Streams consumer groups, for nginx (redis-py, asyncio).
 
 nginx submits jobs and asks for their results; every nginx worker runs

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Installs what the Python examples need, only when it is missing: a
 # virtualenv, build/python-venv, with the examples' PyPI packages
 # (examples/python/requirements.txt).  Debian's CPython (which the loader

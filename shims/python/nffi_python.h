@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * lua-resty-nonblocking-ffi: the Python loader, lib_nonblocking_ffi_python3.so.
  *

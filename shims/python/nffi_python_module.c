@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * _nonblocking_ffi: the C half of the nonblocking_ffi package, built into
  * the loader and registered before the interpreter starts.

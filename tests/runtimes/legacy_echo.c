@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /*
  * A runtime written for lua-resty-ffi: libffi_init and the
  * ngx_http_lua_ffi_* names.  It must run unchanged.

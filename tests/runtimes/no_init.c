@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+
 /* A shared library that is no runtime: it exports no init function. */
 
 int

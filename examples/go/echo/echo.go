@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSD-2-Clause
+
 // Package echo is the smallest handler: it answers each call with its
 // request.  cfg "echo" answers the request as it is; "echo,<prefix>"
 // answers prefix + request, so one library serves both runtimes.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSD-2-Clause
+
 // Package etcd is the seed's example: an etcd v3 client serving put, get,
 // delete and watch calls from Lua.
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSD-2-Clause
+
 // Command raw is a Go runtime written the way the seed's code sample
 // writes one: cgo and the three ABI calls, no SDK.  It is an in-memory
 // key-value store:

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSD-2-Clause
+
 // Package selftest is a handler for the test suite: it shows how the SDK
 // answers errors and panics, and checks the traps of running Go inside an
 // nginx worker (child processes, environment, never unloading).

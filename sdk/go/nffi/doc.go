@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSD-2-Clause
+
 // Package nffi writes lua-resty-nonblocking-ffi runtimes in Go.
 //
 // Lua code in nginx calls a runtime without blocking the worker:

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """Answer calls from Lua code in nginx, in Python, without blocking nginx.
 
 Lua loads a Python module through the loader lib_nonblocking_ffi_python3.so:

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """What lib_nonblocking_ffi_python3.so runs in the embedded interpreter.
 
 bootstrap() once, when the interpreter has started; load() for each

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """Python's logging, print() and uncaught exceptions, into the nginx error log.
 
 The loader installs all of this when the interpreter starts: the root logger

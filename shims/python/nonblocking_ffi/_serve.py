@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-2-Clause
+
 """serve(): answer the calls of a queue with a handler.
 
 A plain function runs on `threads` poll threads, one call at a time each.

@@ -1,0 +1,28 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Every source file the repository tracks names its license."""
+
+import os
+import subprocess
+
+from harness import REPO
+
+# prose, data and generated files carry no SPDX line
+NOT_SOURCE = (".md", ".json", ".svg", "go.sum", ".supp", ".gitignore")
+
+
+def test_every_source_file_names_the_license():
+    with open(os.path.join(REPO, "LICENSE")) as f:
+        assert f.readline().strip() == "BSD 2-Clause License"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.split()
+    missing = []
+    for name in files:
+        if name == "LICENSE" or name.startswith("docs/") \
+                or name.endswith(NOT_SOURCE):
+            continue
+        with open(os.path.join(REPO, name), errors="replace") as f:
+            head = [f.readline() for _ in range(3)]
+        if not any("SPDX-License-Identifier: BSD-2-Clause" in line
+                   for line in head):
+            missing.append(name)
+    assert files and not missing, missing
