@@ -136,9 +136,9 @@ int ngx_http_lua_nonblocking_ffi_abi_version(void);
 
 /*
  * Like ..._task_poll(), but takes up to max tasks at once into tasks[]
- * (at most NONBLOCKING_FFI_POLL_BATCH_MAX per call).  Returns how many it took (at least 1), or 0 once
- * the runtime is unloaded and drained (the equivalent of NULL from
- * ..._task_poll()), or 0 when max < 1.
+ * (at most NONBLOCKING_FFI_POLL_BATCH_MAX per call).  Returns how many it
+ * took (at least 1), or 0 once the runtime is unloaded and drained (the
+ * equivalent of NULL from ..._task_poll()), or 0 when max < 1.
  */
 int ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks,
     int max);

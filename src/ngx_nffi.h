@@ -114,7 +114,6 @@ struct ngx_nffi_task_s {
 
     unsigned               lua_ref:1;
     unsigned               runtime_ref:1;
-    unsigned               has_req:1;
 
     /* for the debug log: the n-th call of this worker */
     ngx_uint_t             id;
@@ -126,6 +125,8 @@ struct ngx_nffi_task_s {
     size_t                 buf_size;
     int                    method_len;
     int                    req_len;
+    /* not a bit beside the references: runtime threads read it */
+    int                    has_req;
 };
 
 
@@ -143,6 +144,9 @@ struct ngx_nffi_runtime_s {
     unsigned               loaded:1;     /* init returned 0, not unloaded */
     unsigned               failed:1;     /* init returned non-zero */
     unsigned               wake_pending:1;
+
+    /* atomic: a poller took tasks from it, or waited, once */
+    int                    polled;
 
     /*
      * Answers the caller has read, freed by the runtime's own poll threads:
@@ -182,8 +186,10 @@ typedef struct {
     ngx_flag_t             active;
     ngx_flag_t             exiting;
     const char            *inactive_reason;
-    /* the one log of the module; runtime threads write it too */
+    /* the one log of the module, for the main thread */
     ngx_log_t             *log;
+    /* atomic: its debug level is on, for runtime threads */
+    int                    traced;
     ngx_nffi_lua_api_t     lua;
     ngx_nffi_runtime_t    *runtimes;
     /* calls posted and not yet answered, all runtimes together */

@@ -13,10 +13,13 @@
 
 #if (NGX_DEBUG)
 static void ngx_nffi_abi_trace(const char *fmt, ...);
+/* not the log itself: it is freed with the cycle while runtimes still run */
 #define ngx_nffi_abi_debug(...)                                               \
-    if (ngx_nffi_worker.log->log_level & NGX_LOG_DEBUG_CORE) {               \
-        ngx_nffi_abi_trace(__VA_ARGS__);                                      \
-    }
+    do {                                                                      \
+        if (__atomic_load_n(&ngx_nffi_worker.traced, __ATOMIC_RELAXED)) {     \
+            ngx_nffi_abi_trace(__VA_ARGS__);                                  \
+        }                                                                     \
+    } while (0)
 #else
 #define ngx_nffi_abi_debug(...)
 #endif
@@ -156,6 +159,10 @@ ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks, int max)
 
     if (max > NONBLOCKING_FFI_POLL_BATCH_MAX) {
         max = NONBLOCKING_FFI_POLL_BATCH_MAX;
+    }
+
+    if (!__atomic_load_n(&rt->polled, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&rt->polled, 1, __ATOMIC_RELAXED);
     }
 
     ngx_nffi_task_free_read_answers(rt);

@@ -357,22 +357,21 @@ ngx_nffi_event_take_done(void)
     ngx_uint_t        n;
     ngx_nffi_node_t  *node, *next;
 
-    n = 0;
+    node = ngx_nffi_stack_take_all(&ngx_nffi_done);
 
     /*
      * What runtime threads logged before they answered goes first, so that
-     * the error log tells a call's story in order.
+     * the error log tells a call's story in order; taking the answers
+     * first (acquire) makes those earlier log pushes visible here.
      */
     if (__atomic_load_n(&ngx_nffi_logs.top, __ATOMIC_RELAXED) != NULL) {
         ngx_nffi_event_write_logs();
     }
 
-    for (node = ngx_nffi_stack_take_all(&ngx_nffi_done); node; node = next)
-    {
+    for (n = 0; node; node = next, n++) {
         next = node->next;
         ngx_nffi_task_answered((ngx_nffi_task_t *)
                        ((u_char *) node - offsetof(ngx_nffi_task_t, node)));
-        n++;
     }
 
     return n;

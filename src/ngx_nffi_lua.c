@@ -15,7 +15,7 @@ ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, size_t lib_len,
     int loop_spin, u_char *err, size_t *errlen);
 ngx_nffi_task_t *ngx_nffi_lua_post(void *runtime, const char *method,
     size_t method_len, const char *req, size_t req_len, const char **err);
-int ngx_nffi_lua_abandon(ngx_nffi_task_t *t);
+int ngx_nffi_lua_abandon(ngx_nffi_task_t *t, int timed_out);
 void ngx_nffi_lua_release(ngx_nffi_task_t *t);
 void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
 void ngx_nffi_lua_unload(void *runtime);
@@ -133,18 +133,22 @@ ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
 
 
 /*
- * The caller's wait timed out.  Returns 1 when the answer came meanwhile:
- * the caller then reads it and releases the task as usual.
+ * The caller's wait failed (timed out, or lua-nginx-module refused it).
+ * Returns 1 when the answer came meanwhile: the caller then reads it and
+ * releases the task as usual.
  */
 
 int
-ngx_nffi_lua_abandon(ngx_nffi_task_t *t)
+ngx_nffi_lua_abandon(ngx_nffi_task_t *t, int timed_out)
 {
     if (!t->runtime_ref) {
         return 1;
     }
 
-    ngx_nffi_runtime_failed(t->runtime, NGX_NFFI_FAILURE_TIMEOUT);
+    if (timed_out) {
+        ngx_nffi_runtime_failed(t->runtime, NGX_NFFI_FAILURE_TIMEOUT);
+    }
+
     ngx_nffi_task_release_lua(t, 1);
 
     return 0;

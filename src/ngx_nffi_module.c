@@ -45,7 +45,7 @@ ngx_nffi_worker_t  ngx_nffi_worker = {
     0, 0,
     "runtimes are per worker process: load them in init_worker_by_lua* or "
     "later, not in init_by_lua* (threads do not survive fork)",
-    NULL, { NULL, NULL, NULL, NULL }, NULL, 0, 0
+    NULL, 0, { NULL, NULL, NULL, NULL }, NULL, 0, 0
 };
 
 
@@ -76,6 +76,9 @@ ngx_nffi_worker_start(ngx_cycle_t *cycle)
     }
 
     ngx_nffi_worker.log = cycle->log;
+    __atomic_store_n(&ngx_nffi_worker.traced,
+                     (cycle->log->log_level & NGX_LOG_DEBUG_CORE) != 0,
+                     __ATOMIC_RELAXED);
 
     ngx_log_debug0(NGX_LOG_DEBUG_CORE, cycle->log, 0,
                    "nonblocking_ffi: worker start");
@@ -112,6 +115,8 @@ ngx_nffi_exit_process(ngx_cycle_t *cycle)
 
     ngx_nffi_runtime_unload_all();
 
+    /* the log goes with the cycle: runtime threads stop tracing */
+    __atomic_store_n(&ngx_nffi_worker.traced, 0, __ATOMIC_RELAXED);
     ngx_nffi_worker.exiting = 1;
     ngx_nffi_worker.active = 0;
     ngx_nffi_worker.inactive_reason = "the worker is exiting";

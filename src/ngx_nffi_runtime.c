@@ -217,9 +217,13 @@ ngx_nffi_runtime_find_failed(const char *lib, const char *cfg)
 {
     ngx_nffi_runtime_t  *rt;
 
-    /* an unloaded runtime's threads were promised NULL forever: not those */
+    /*
+     * An unloaded runtime's threads were promised NULL forever, and one that
+     * a thread of the failed init polled may be polled again: not those.
+     */
     for (rt = ngx_nffi_worker.runtimes; rt; rt = rt->next) {
-        if (rt->failed && ngx_strcmp(rt->lib, lib) == 0
+        if (rt->failed && !__atomic_load_n(&rt->polled, __ATOMIC_RELAXED)
+            && ngx_strcmp(rt->lib, lib) == 0
             && (cfg ? rt->cfg && ngx_strcmp(rt->cfg, cfg) == 0
                     : rt->cfg == NULL))
         {

@@ -347,8 +347,12 @@ ngx_nffi_task_keep_buffer(ngx_nffi_task_t *t)
     t->buf = NULL;
     t->buf_size = 0;
 
-    /* glibc keeps freed memory below the top of its heap until a trim */
-    if (!ngx_nffi_trim_event.timer_set && !ngx_nffi_worker.exiting) {
+    /*
+     * glibc keeps freed memory below the top of its heap until a trim: one
+     * a second after the last buffer was dropped, so that steady large
+     * calls do not pay a trim (which locks every arena) each second.
+     */
+    if (!ngx_nffi_worker.exiting) {
         ngx_nffi_trim_event.handler = ngx_nffi_task_trim;
         ngx_nffi_trim_event.log = ngx_nffi_worker.log;
         ngx_nffi_trim_event.cancelable = 1;

@@ -237,3 +237,16 @@ def test_pollers_spinning_the_most_see_unload(nginx):
     # both pollers leave their spin and end
     wait_for(lambda: srv.get("/ended").strip() == "2", 10,
              "both pollers to end after unload")
+
+
+def test_names_starting_with_two_underscores_are_reserved(nginx):
+    srv = nginx(server=location("/t", RT + r"""
+        show(rt:__stats())
+        show(rt["__" .. "anything"](rt, "x"))
+        show(rt:_single("x"))
+    """))
+    assert srv.get("/t").splitlines() == [
+        "false 'bad method: names starting with __ are reserved'",
+        "false 'bad method: names starting with __ are reserved'",
+        "false 404 'unknown method _single'",
+    ]

@@ -24,6 +24,7 @@ local sema_wait = semaphore.wait
 local type = type
 local setmetatable = setmetatable
 local math_floor = math.floor
+local str_sub = string.sub
 local subsystem = ngx.config and ngx.config.subsystem
 
 
@@ -51,7 +52,7 @@ ffi.cdef[[
     ngx_nffi_task_t *ngx_nffi_lua_post(ngx_nffi_runtime_t *rt,
         const char *method, size_t method_len, const char *req,
         size_t req_len, const char **err);
-    int ngx_nffi_lua_abandon(ngx_nffi_task_t *t);
+    int ngx_nffi_lua_abandon(ngx_nffi_task_t *t, int timed_out);
     void ngx_nffi_lua_release(ngx_nffi_task_t *t);
     void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
     void ngx_nffi_lua_unload(ngx_nffi_runtime_t *rt);
@@ -173,7 +174,7 @@ local function call(rt, method, req, timeout)
     waiting.sem = task.sem
     local ok, err = sema_wait(waiting, timeout)
 
-    if not ok and lua_abandon(task) == 0 then
+    if not ok and lua_abandon(task, err == "timeout" and 1 or 0) == 0 then
         ffi_gc(task, nil)
         return false, err
     end
@@ -233,17 +234,29 @@ end
 local methods = { __unload = unload, __pending = pending }
 local cached_methods = 0
 
+
+local function reserved()
+    return false, "bad method: names starting with __ are reserved"
+end
+
+
 local runtime_mt = {
     __index = function(rt, name)
         local method = methods[name]
-        if method == nil and type(name) == "string" then
-            method = function(self, req, timeout)
-                return call(self, name, req, timeout)
-            end
-            if cached_methods < CACHED_METHODS_MAX then
-                cached_methods = cached_methods + 1
-                methods[name] = method
-            end
+        if method ~= nil or type(name) ~= "string" then
+            return method
+        end
+
+        if str_sub(name, 1, 2) == "__" then
+            return reserved
+        end
+
+        method = function(self, req, timeout)
+            return call(self, name, req, timeout)
+        end
+        if cached_methods < CACHED_METHODS_MAX then
+            cached_methods = cached_methods + 1
+            methods[name] = method
         end
         return method
     end,
