@@ -1198,6 +1198,25 @@ huge_spin_consumer(void *data)
 }
 
 
+/* a queue spinning INT_MAX rounds, and a consumer in its pop */
+
+static void
+huge_spin_start(ngx_nffi_queue_t *q, huge_spin_t *h, pthread_t *ct)
+{
+    CHECK(ngx_nffi_queue_init(q, 2147483647) == 0);
+
+    h->q = q;
+    h->node = NULL;
+    h->started = 0;
+    h->taken = -1;
+    CHECK(pthread_create(ct, NULL, huge_spin_consumer, h) == 0);
+
+    while (!__atomic_load_n(&h->started, __ATOMIC_ACQUIRE)) {
+        sched_yield();
+    }
+}
+
+
 /* a spin that finds a task grows the budget: never past INT_MAX */
 
 static void
@@ -1208,17 +1227,7 @@ test_queue_huge_spin_grows_safely(void)
     ngx_nffi_node_t   node;
     ngx_nffi_queue_t  q;
 
-    CHECK(ngx_nffi_queue_init(&q, 2147483647) == 0);
-
-    h.q = &q;
-    h.node = NULL;
-    h.started = 0;
-    h.taken = -1;
-    CHECK(pthread_create(&ct, NULL, huge_spin_consumer, &h) == 0);
-
-    while (!__atomic_load_n(&h.started, __ATOMIC_ACQUIRE)) {
-        sched_yield();
-    }
+    huge_spin_start(&q, &h, &ct);
 
     ngx_nffi_queue_push(&q, &node);
     pthread_join(ct, NULL);
@@ -1241,17 +1250,7 @@ test_queue_close_stops_a_huge_spin(void)
     struct timespec   deadline;
     ngx_nffi_queue_t  q;
 
-    CHECK(ngx_nffi_queue_init(&q, 2147483647) == 0);
-
-    h.q = &q;
-    h.node = NULL;
-    h.started = 0;
-    h.taken = -1;
-    CHECK(pthread_create(&ct, NULL, huge_spin_consumer, &h) == 0);
-
-    while (!__atomic_load_n(&h.started, __ATOMIC_ACQUIRE)) {
-        sched_yield();
-    }
+    huge_spin_start(&q, &h, &ct);
 
     ngx_nffi_queue_close(&q);
 
