@@ -333,7 +333,7 @@ ngx_nffi_event_read_handler(ngx_event_t *ev)
 
     /* the next write sets the counter again: read it before draining */
     if (read(c->fd, &count, sizeof(count)) == -1 && ngx_errno != NGX_EAGAIN) {
-        ngx_log_error(NGX_LOG_ALERT, ev->log, ngx_errno,
+        ngx_log_error(NGX_LOG_ALERT, ngx_nffi_worker.log, ngx_errno,
                       "nonblocking_ffi: read() from eventfd failed");
     }
 
@@ -447,7 +447,7 @@ ngx_nffi_event_wake_runtimes(ngx_event_t *ev)
         ngx_nffi_runtimes_to_wake = rt->next_to_wake;
         rt->wake_pending = 0;
 
-        ngx_log_debug1(NGX_LOG_DEBUG_CORE, ev->log, 0,
+        ngx_log_debug1(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
                        "nonblocking_ffi: waking the pollers of %s", rt->lib);
 
         ngx_nffi_queue_wake(&rt->queue);

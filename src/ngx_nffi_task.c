@@ -295,7 +295,7 @@ ngx_nffi_task_free(ngx_nffi_task_t *t)
  * back rather than the semaphore freed: its event may still be posted, and
  * lua-nginx-module would hand the memory out again.
  *
- * The count is taken back with a negative post, which lua.semaphore's Lua
+ * The count is taken back with a negative post, which ngx.semaphore's Lua
  * API refuses but the C function it wraps does not check: it adds n to
  * the count and wakes waiters only while the count is positive and a
  * waiter is queued (lua-nginx-module 0.10.x, ngx_http_lua_semaphore.c).
@@ -364,13 +364,17 @@ ngx_nffi_task_keep_buffer(ngx_nffi_task_t *t)
 static void
 ngx_nffi_task_trim(ngx_event_t *ev)
 {
+#if (NGX_DEBUG)
     int  released;
 
     released = malloc_trim(0);
 
-    ngx_log_debug1(NGX_LOG_DEBUG_CORE, ev->log, 0,
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
                    "nonblocking_ffi: malloc_trim() after a burst: %d",
                    released);
+#else
+    (void) malloc_trim(0);
+#endif
 }
 
 
