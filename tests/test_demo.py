@@ -151,6 +151,9 @@ def test_demo_answers_like_the_readme_says(demo):
     assert get("/c/echo") == "true nil\n"
     assert get("/c/delay?250") == "true 250\n"
     assert get("/c/nosuch") == "false 404 unknown method nosuch\n"
+    # the runtime's own names are not served
+    assert "404 Not Found" in get("/c/__unload")
+    assert get("/c/echo?still") == "true still\n"
     lines = get("/c-concurrent").splitlines()
     assert [line.split(" answered ")[0] for line in lines] == [
         "call 2 (100 ms)", "call 3 (200 ms)", "call 1 (300 ms)"]
