@@ -8,7 +8,7 @@
  *
  *   ngx_nffi_lua.c      what lib/resty/nonblocking_ffi.lua calls, in the
  *                       order of its ffi.cdef: load, post, abandon, release,
- *                       gc, unload, pending
+ *                       gc, unload, pending, failed, stats, next runtime
  *   ngx_nffi_module.c   module glue: worker start and exit
  *   ngx_nffi_abi.c      everything include/nonblocking_ffi.h declares, in
  *                       its order: what runtime threads call
@@ -58,14 +58,47 @@
 #define NGX_NFFI_TASK_TAKEN     2
 #define NGX_NFFI_TASK_ANSWERED  3
 
-/* local failures that are counted and logged, rate-limited, per runtime */
-#define NGX_NFFI_FAILURE_TIMEOUT     0
-#define NGX_NFFI_FAILURE_QUEUE_FULL  1
-#define NGX_NFFI_FAILURES            2
+/*
+ * Calls that failed here, not in the runtime, counted per runtime; the
+ * first NGX_NFFI_FAILURES_REPORTED kinds are also logged, rate-limited.
+ */
+#define NGX_NFFI_FAILURE_TIMEOUT       0
+#define NGX_NFFI_FAILURE_QUEUE_FULL    1
+#define NGX_NFFI_FAILURE_UNLOADED      2
+#define NGX_NFFI_FAILURE_CANNOT_YIELD  3
+#define NGX_NFFI_FAILURE_BAD_ANSWER    4
+#define NGX_NFFI_FAILURES              5
+#define NGX_NFFI_FAILURES_REPORTED     2
+
+/*
+ * Latency from post to answer: bucket i counts calls answered within 2^i
+ * microseconds, the last one everything slower (2^26 us is about 67 s).
+ */
+#define NGX_NFFI_LATENCY_BUCKETS       28
 
 
 typedef struct ngx_nffi_runtime_s  ngx_nffi_runtime_t;
 typedef struct ngx_nffi_task_s     ngx_nffi_task_t;
+
+
+/*
+ * A runtime's counters.  Plain integers: only the worker's main thread
+ * writes or reads them (answers are counted when the main thread takes
+ * them from the done stack), so the call path has no atomic operation and
+ * no lock for them.
+ */
+typedef struct {
+    uint64_t               posted;
+    uint64_t               answered_ok;      /* rc 0 */
+    uint64_t               answered_error;   /* rc != 0 */
+    uint64_t               late;             /* after the caller timed out */
+    uint64_t               unclaimed;        /* caller gone otherwise */
+    uint64_t               failures[NGX_NFFI_FAILURES];
+    uint64_t               bytes_in;         /* requests */
+    uint64_t               bytes_out;        /* answers delivered */
+    uint64_t               latency[NGX_NFFI_LATENCY_BUCKETS];
+    uint64_t               latency_ns;       /* sum */
+} ngx_nffi_stats_t;
 
 
 /*
@@ -114,6 +147,10 @@ struct ngx_nffi_task_s {
 
     unsigned               lua_ref:1;
     unsigned               runtime_ref:1;
+    unsigned               timed_out:1;
+
+    /* CLOCK_MONOTONIC when posted: the latency statistics */
+    long long              posted_ns;
 
     /* for the debug log: the n-th call of this worker */
     ngx_uint_t             id;
@@ -157,10 +194,13 @@ struct ngx_nffi_runtime_s {
     ngx_nffi_stack_t       read_answers;
     size_t                 read_answers_size;   /* atomic */
 
-    /* local failures: all of them, and those not logged yet */
-    ngx_uint_t             failures[NGX_NFFI_FAILURES];
-    ngx_uint_t             failures_unlogged[NGX_NFFI_FAILURES];
-    time_t                 failures_logged_at;
+    /* statistics, all kept on the main thread: runtime:__stats() */
+    ngx_nffi_stats_t       stats;
+    time_t                 loaded_at;
+
+    /* local failures not logged yet, and when the last report was */
+    ngx_uint_t             failures_unlogged[NGX_NFFI_FAILURES_REPORTED];
+    ngx_msec_t             failures_logged_at;
     ngx_event_t            failures_event;
 
     ngx_nffi_runtime_t    *next;
@@ -212,6 +252,7 @@ ngx_nffi_runtime_t *ngx_nffi_runtime_of(void *p);
 void ngx_nffi_runtime_post(ngx_nffi_runtime_t *rt, ngx_nffi_task_t *t);
 void ngx_nffi_runtime_failed(ngx_nffi_runtime_t *rt, ngx_uint_t failure);
 void ngx_nffi_runtime_unload(ngx_nffi_runtime_t *rt);
+ngx_nffi_runtime_t *ngx_nffi_runtime_next_loaded(ngx_nffi_runtime_t *rt);
 void ngx_nffi_runtime_unload_all(void);
 
 /* ngx_nffi_event.c */
@@ -228,7 +269,7 @@ ngx_nffi_task_t *ngx_nffi_task_get(void);
 ngx_int_t ngx_nffi_task_set_request(ngx_nffi_task_t *t, const char *method,
     size_t method_len, const char *req, size_t req_len);
 ngx_nffi_task_t *ngx_nffi_task_of(void *tsk);
-void ngx_nffi_task_answered(ngx_nffi_task_t *t);
+void ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ns);
 void ngx_nffi_task_release_lua(ngx_nffi_task_t *t, ngx_uint_t cancel);
 void ngx_nffi_task_free(ngx_nffi_task_t *t);
 void ngx_nffi_task_free_read_answers(ngx_nffi_runtime_t *rt);

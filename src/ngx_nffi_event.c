@@ -354,6 +354,7 @@ ngx_nffi_event_read_handler(ngx_event_t *ev)
 static ngx_uint_t
 ngx_nffi_event_take_done(void)
 {
+    long long         now_ns;
     ngx_uint_t        n;
     ngx_nffi_node_t  *node, *next;
 
@@ -368,10 +369,18 @@ ngx_nffi_event_take_done(void)
         ngx_nffi_event_write_logs();
     }
 
+    if (node == NULL) {
+        return 0;
+    }
+
+    /* one clock read for the whole batch: all of it is here now */
+    now_ns = ngx_nffi_monotonic_ns();
+
     for (n = 0; node; node = next, n++) {
         next = node->next;
         ngx_nffi_task_answered((ngx_nffi_task_t *)
-                       ((u_char *) node - offsetof(ngx_nffi_task_t, node)));
+                       ((u_char *) node - offsetof(ngx_nffi_task_t, node)),
+                       now_ns);
     }
 
     return n;

@@ -10,6 +10,34 @@
 #include "ngx_nffi.h"
 
 
+/*
+ * A runtime's figures for runtime:__stats(); ngx_nffi_lua_stats_t in the
+ * Lua library's ffi.cdef: keep both in step.  Doubles, which Lua reads as
+ * numbers (exact up to 2^53).
+ */
+typedef struct {
+    const char            *lib;
+    const char            *cfg;
+    double                 loaded_at;
+    int                    loaded;
+    double                 posted;
+    double                 answered_ok;
+    double                 answered_error;
+    double                 late;
+    double                 unclaimed;
+    double                 failures[NGX_NFFI_FAILURES];
+    double                 bytes_in;
+    double                 bytes_out;
+    double                 latency[NGX_NFFI_LATENCY_BUCKETS];
+    double                 latency_seconds;
+    double                 pending;
+    double                 queued;
+    double                 queued_max;
+    double                 sleeping;
+    double                 spinning;
+} ngx_nffi_lua_stats_t;
+
+
 ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, size_t lib_len,
     const char *cfg, size_t cfg_len, int is_global, int max_queue, int spin,
     int loop_spin, u_char *err, size_t *errlen);
@@ -20,6 +48,9 @@ void ngx_nffi_lua_release(ngx_nffi_task_t *t);
 void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
 void ngx_nffi_lua_unload(void *runtime);
 int ngx_nffi_lua_pending(void *runtime);
+void ngx_nffi_lua_failed(void *runtime, int failure);
+int ngx_nffi_lua_stats(void *runtime, ngx_nffi_lua_stats_t *out);
+void *ngx_nffi_lua_next_runtime(void *runtime);
 
 
 #define ngx_nffi_lua_error(...)                                               \
@@ -95,6 +126,7 @@ ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
     }
 
     if (!rt->loaded) {
+        ngx_nffi_runtime_failed(rt, NGX_NFFI_FAILURE_UNLOADED);
         *err = "unloaded";
         return NULL;
     }
@@ -146,6 +178,7 @@ ngx_nffi_lua_abandon(ngx_nffi_task_t *t, int timed_out)
     }
 
     if (timed_out) {
+        t->timed_out = 1;
         ngx_nffi_runtime_failed(t->runtime, NGX_NFFI_FAILURE_TIMEOUT);
     }
 
@@ -192,4 +225,87 @@ ngx_nffi_lua_pending(void *runtime)
     rt = ngx_nffi_runtime_of(runtime);
 
     return rt ? (int) rt->pending : -1;
+}
+
+
+/* a call that failed in Lua before it reached C: counted all the same */
+
+void
+ngx_nffi_lua_failed(void *runtime, int failure)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    if (rt && (failure == NGX_NFFI_FAILURE_UNLOADED
+               || failure == NGX_NFFI_FAILURE_CANNOT_YIELD))
+    {
+        ngx_nffi_runtime_failed(rt, (ngx_uint_t) failure);
+    }
+}
+
+
+int
+ngx_nffi_lua_stats(void *runtime, ngx_nffi_lua_stats_t *out)
+{
+    ngx_uint_t              i;
+    ngx_nffi_stats_t       *st;
+    ngx_nffi_runtime_t     *rt;
+    ngx_nffi_queue_stats_t  qs;
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    if (rt == NULL || out == NULL) {
+        return NGX_ERROR;
+    }
+
+    st = &rt->stats;
+    ngx_nffi_queue_stats(&rt->queue, &qs);
+
+    out->lib = rt->lib;
+    out->cfg = rt->cfg;
+    out->loaded_at = (double) rt->loaded_at;
+    out->loaded = rt->loaded;
+    out->posted = (double) st->posted;
+    out->answered_ok = (double) st->answered_ok;
+    out->answered_error = (double) st->answered_error;
+    out->late = (double) st->late;
+    out->unclaimed = (double) st->unclaimed;
+
+    for (i = 0; i < NGX_NFFI_FAILURES; i++) {
+        out->failures[i] = (double) st->failures[i];
+    }
+
+    out->bytes_in = (double) st->bytes_in;
+    out->bytes_out = (double) st->bytes_out;
+
+    for (i = 0; i < NGX_NFFI_LATENCY_BUCKETS; i++) {
+        out->latency[i] = (double) st->latency[i];
+    }
+
+    out->latency_seconds = (double) st->latency_ns / 1e9;
+    out->pending = (double) rt->pending;
+    out->queued = qs.queued;
+    out->queued_max = qs.queued_max;
+    out->sleeping = qs.sleeping;
+    out->spinning = qs.spinning;
+
+    return NGX_OK;
+}
+
+
+/* the runtimes of this worker that were ever loaded, newest first */
+
+void *
+ngx_nffi_lua_next_runtime(void *runtime)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    if (runtime == NULL) {
+        return ngx_nffi_runtime_next_loaded(NULL);
+    }
+
+    rt = ngx_nffi_runtime_of(runtime);
+
+    return rt ? ngx_nffi_runtime_next_loaded(rt) : NULL;
 }

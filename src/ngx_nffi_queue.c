@@ -36,7 +36,9 @@ ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max)
     q->head = NULL;
     q->tail = NULL;
     q->length = 0;
+    q->length_max = 0;
     q->sleepers = 0;
+    q->spinners = 0;
     q->closed = 0;
     q->spin_max = spin_max < 0 ? 0 : spin_max;
     q->spin_budget = q->spin_max;
@@ -71,7 +73,12 @@ ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node)
     }
 
     q->tail = node;
-    q->length++;
+    __atomic_store_n(&q->length, q->length + 1, __ATOMIC_RELAXED);
+
+    if (q->length > q->length_max) {
+        __atomic_store_n(&q->length_max, q->length, __ATOMIC_RELAXED);
+    }
+
     sleeping = q->sleepers > 0;
 
     pthread_mutex_unlock(&q->mutex);
@@ -122,6 +129,7 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
 
         if (budget > 0) {
             pthread_mutex_unlock(&q->mutex);
+            __atomic_add_fetch(&q->spinners, 1, __ATOMIC_RELAXED);
 
             for (round = 0; round < budget; round++) {
                 sched_yield();
@@ -133,6 +141,7 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
                 }
             }
 
+            __atomic_sub_fetch(&q->spinners, 1, __ATOMIC_RELAXED);
             pthread_mutex_lock(&q->mutex);
 
             if (q->head) {
@@ -151,9 +160,9 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
 
         parked = ngx_nffi_monotonic_ns();
 
-        q->sleepers++;
+        __atomic_store_n(&q->sleepers, q->sleepers + 1, __ATOMIC_RELAXED);
         pthread_cond_wait(&q->cond, &q->mutex);
-        q->sleepers--;
+        __atomic_store_n(&q->sleepers, q->sleepers - 1, __ATOMIC_RELAXED);
 
         if (q->head
             && ngx_nffi_monotonic_ns() - parked < NGX_NFFI_SHORT_PARK_NS)
@@ -203,7 +212,7 @@ ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
         q->tail = NULL;
     }
 
-    q->length -= n;
+    __atomic_store_n(&q->length, q->length - n, __ATOMIC_RELAXED);
 
     /* tasks left and a consumer asleep: let it help */
     if (q->head && q->sleepers > 0) {
@@ -236,6 +245,16 @@ ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q)
     budget = (budget >= max / 2) ? max : budget * 2 + 1;
 
     __atomic_store_n(&q->spin_budget, budget, __ATOMIC_RELAXED);
+}
+
+
+void
+ngx_nffi_queue_stats(ngx_nffi_queue_t *q, ngx_nffi_queue_stats_t *st)
+{
+    st->queued = __atomic_load_n(&q->length, __ATOMIC_RELAXED);
+    st->queued_max = __atomic_load_n(&q->length_max, __ATOMIC_RELAXED);
+    st->sleeping = __atomic_load_n(&q->sleepers, __ATOMIC_RELAXED);
+    st->spinning = __atomic_load_n(&q->spinners, __ATOMIC_RELAXED);
 }
 
 

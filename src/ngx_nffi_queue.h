@@ -31,8 +31,11 @@ typedef struct {
     pthread_cond_t       cond;
     ngx_nffi_node_t     *head;
     ngx_nffi_node_t     *tail;
+    /* written under the mutex, read without it for statistics: atomic */
     unsigned             length;
+    unsigned             length_max;
     unsigned             sleepers;
+    unsigned             spinners;
     int                  closed;      /* atomic: spinners read it */
     /* sched_yield() rounds a consumer may spin before sleeping */
     int                  spin_max;
@@ -67,6 +70,17 @@ void ngx_nffi_queue_close(ngx_nffi_queue_t *q);
 
 /* Opens a closed, empty queue again, with a new spin_max. */
 void ngx_nffi_queue_reopen(ngx_nffi_queue_t *q, int spin_max);
+
+
+/* For statistics, from any thread: a moment's figures, not a snapshot. */
+typedef struct {
+    unsigned             queued;
+    unsigned             queued_max;
+    unsigned             sleeping;
+    unsigned             spinning;
+} ngx_nffi_queue_stats_t;
+
+void ngx_nffi_queue_stats(ngx_nffi_queue_t *q, ngx_nffi_queue_stats_t *st);
 
 
 /* CLOCK_MONOTONIC in nanoseconds */

@@ -36,7 +36,7 @@ static void ngx_nffi_runtime_update_loop_spin(void);
 static void ngx_nffi_runtime_report_failures(ngx_event_t *ev);
 
 
-static const char  *ngx_nffi_failure_names[NGX_NFFI_FAILURES] = {
+static const char  *ngx_nffi_failure_names[NGX_NFFI_FAILURES_REPORTED] = {
     "timed out",
     "refused (queue full)"
 };
@@ -112,6 +112,7 @@ ngx_nffi_runtime_load(const char *lib, const char *cfg, int is_global,
     }
 
     rt->loaded = 1;
+    rt->loaded_at = ngx_time();
     ngx_nffi_runtime_update_loop_spin();
 
     ngx_log_error(NGX_LOG_INFO, ngx_nffi_worker.log, 0,
@@ -285,10 +286,13 @@ void
 ngx_nffi_runtime_post(ngx_nffi_runtime_t *rt, ngx_nffi_task_t *t)
 {
     t->runtime = rt;
+    t->posted_ns = ngx_nffi_monotonic_ns();
     __atomic_store_n(&t->state, NGX_NFFI_TASK_QUEUED, __ATOMIC_RELAXED);
 
     rt->pending++;
     ngx_nffi_worker.pending++;
+    rt->stats.posted++;
+    rt->stats.bytes_in += t->req_len;
 
     ngx_log_debug5(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
                    "nonblocking_ffi: task #%ui posted to %s: %s(), %d bytes, "
@@ -315,7 +319,12 @@ ngx_nffi_runtime_failed(ngx_nffi_runtime_t *rt, ngx_uint_t failure)
 {
     ngx_msec_t  elapsed;
 
-    rt->failures[failure]++;
+    rt->stats.failures[failure]++;
+
+    if (failure >= NGX_NFFI_FAILURES_REPORTED) {
+        return;
+    }
+
     rt->failures_unlogged[failure]++;
 
     if (rt->failures_event.timer_set || ngx_nffi_worker.exiting) {
@@ -344,7 +353,7 @@ ngx_nffi_runtime_report_failures(ngx_event_t *ev)
 
     rt->failures_logged_at = ngx_current_msec ? ngx_current_msec : 1;
 
-    for (i = 0; i < NGX_NFFI_FAILURES; i++) {
+    for (i = 0; i < NGX_NFFI_FAILURES_REPORTED; i++) {
         if (rt->failures_unlogged[i] == 0) {
             continue;
         }
@@ -354,7 +363,7 @@ ngx_nffi_runtime_report_failures(ngx_event_t *ev)
                       "the last report (%ui in all), %ui pending",
                       rt->lib, rt->cfg ? " & " : "", rt->cfg ? rt->cfg : "",
                       rt->failures_unlogged[i], ngx_nffi_failure_names[i],
-                      rt->failures[i], rt->pending);
+                      rt->stats.failures[i], rt->pending);
 
         rt->failures_unlogged[i] = 0;
     }
@@ -382,6 +391,21 @@ ngx_nffi_runtime_unload(ngx_nffi_runtime_t *rt)
     ngx_log_error(NGX_LOG_INFO, ngx_nffi_worker.log, 0,
                   "nonblocking_ffi: unloaded runtime %s, %ui calls pending",
                   rt->lib, rt->pending);
+}
+
+
+/* the runtimes after rt (from the first, for NULL) that were ever loaded */
+
+ngx_nffi_runtime_t *
+ngx_nffi_runtime_next_loaded(ngx_nffi_runtime_t *rt)
+{
+    rt = rt ? rt->next : ngx_nffi_worker.runtimes;
+
+    while (rt && rt->failed) {
+        rt = rt->next;
+    }
+
+    return rt;
 }
 
 

@@ -103,6 +103,7 @@ ngx_nffi_task_get(void)
     t->bad_answer = NGX_NFFI_BAD_ANSWER_NONE;
     t->lua_ref = 1;
     t->runtime_ref = 1;
+    t->timed_out = 0;
     __atomic_store_n(&t->cancelled, 0, __ATOMIC_RELAXED);
 
     return t;
@@ -206,14 +207,47 @@ ngx_nffi_task_of(void *tsk)
 }
 
 
-/* the runtime's reference goes: the answer was taken from the done stack */
+/*
+ * The runtime's reference goes: the answer was taken from the done stack at
+ * now_ns.  It is counted here, where the main thread has it anyway.
+ */
 
 void
-ngx_nffi_task_answered(ngx_nffi_task_t *t)
+ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ns)
 {
+    uint64_t             ns, us;
+    ngx_uint_t           bucket;
+    ngx_nffi_stats_t    *stats;
+    ngx_nffi_runtime_t  *rt;
+
+    rt = t->runtime;
+    stats = &rt->stats;
+
     t->runtime_ref = 0;
-    t->runtime->pending--;
+    rt->pending--;
     ngx_nffi_worker.pending--;
+
+    if (t->bad_answer != NGX_NFFI_BAD_ANSWER_NONE) {
+        stats->failures[NGX_NFFI_FAILURE_BAD_ANSWER]++;
+
+    } else if (t->rc == 0) {
+        stats->answered_ok++;
+
+    } else {
+        stats->answered_error++;
+    }
+
+    if (t->rsp_len > 0) {
+        stats->bytes_out += t->rsp_len;
+    }
+
+    /* bucket i: within 2^i us, rounded up */
+    ns = (now_ns > t->posted_ns) ? (uint64_t) (now_ns - t->posted_ns) : 0;
+    us = (ns + 999) / 1000;
+    bucket = (us <= 1) ? 0 : 64 - __builtin_clzll(us - 1);
+
+    stats->latency[ngx_min(bucket, NGX_NFFI_LATENCY_BUCKETS - 1)]++;
+    stats->latency_ns += ns;
 
     ngx_log_debug4(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
                    "nonblocking_ffi: task #%ui answer delivered, rc %d, "
@@ -224,6 +258,13 @@ ngx_nffi_task_answered(ngx_nffi_task_t *t)
     if (t->lua_ref && !ngx_nffi_worker.exiting) {
         ngx_nffi_worker.lua.sema_post(t->sem, 1);
         return;
+    }
+
+    if (t->lua_ref || !t->timed_out) {
+        stats->unclaimed++;
+
+    } else {
+        stats->late++;
     }
 
     if (!t->lua_ref) {

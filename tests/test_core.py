@@ -241,7 +241,7 @@ def test_pollers_spinning_the_most_see_unload(nginx):
 
 def test_names_starting_with_two_underscores_are_reserved(nginx):
     srv = nginx(server=location("/t", RT + r"""
-        show(rt:__stats())
+        show(rt:__other())
         show(rt["__" .. "anything"](rt, "x"))
         show(rt:_single("x"))
     """))

@@ -154,6 +154,12 @@ def test_demo_answers_like_the_readme_says(demo):
     # the runtime's own names are not served
     assert "404 Not Found" in get("/c/__unload")
     assert get("/c/echo?still") == "true still\n"
+    # the worker that served the calls shows them on the Prometheus page
+    # (wait: the other worker may answer before it published)
+    wait_for(lambda: re.search(
+        r'^nonblocking_ffi_answers_total\{pid="\d+",lib="[^"]*'
+        r'libnffi_example.so",cfg="threads=2",rc="ok"\} [1-9]',
+        get("/metrics") or "", re.M), 10, "the demo's calls on /metrics")
     lines = get("/c-concurrent").splitlines()
     assert [line.split(" answered ")[0] for line in lines] == [
         "call 2 (100 ms)", "call 3 (200 ms)", "call 1 (300 ms)"]

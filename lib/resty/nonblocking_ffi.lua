@@ -57,6 +57,33 @@ ffi.cdef[[
     void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
     void ngx_nffi_lua_unload(ngx_nffi_runtime_t *rt);
     int ngx_nffi_lua_pending(ngx_nffi_runtime_t *rt);
+    void ngx_nffi_lua_failed(ngx_nffi_runtime_t *rt, int failure);
+
+    /* src/ngx_nffi_lua.c: keep both in step */
+    typedef struct {
+        const char  *lib;
+        const char  *cfg;
+        double       loaded_at;
+        int          loaded;
+        double       posted;
+        double       answered_ok;
+        double       answered_error;
+        double       late;
+        double       unclaimed;
+        double       failures[5];     /* FAILURES */
+        double       bytes_in;
+        double       bytes_out;
+        double       latency[28];     /* LATENCY_BUCKETS */
+        double       latency_seconds;
+        double       pending;
+        double       queued;
+        double       queued_max;
+        double       sleeping;
+        double       spinning;
+    } ngx_nffi_lua_stats_t;
+
+    int ngx_nffi_lua_stats(ngx_nffi_runtime_t *rt, ngx_nffi_lua_stats_t *out);
+    ngx_nffi_runtime_t *ngx_nffi_lua_next_runtime(ngx_nffi_runtime_t *rt);
 ]]
 
 
@@ -75,6 +102,23 @@ local lua_release = C.ngx_nffi_lua_release
 local lua_gc = C.ngx_nffi_lua_gc
 local lua_unload = C.ngx_nffi_lua_unload
 local lua_pending = C.ngx_nffi_lua_pending
+local lua_failed = C.ngx_nffi_lua_failed
+local lua_stats = C.ngx_nffi_lua_stats
+local lua_next_runtime = C.ngx_nffi_lua_next_runtime
+
+-- NGX_NFFI_FAILURE_* of src/ngx_nffi.h, 0-based there
+local FAILURES = { "timeout", "queue_full", "unloaded", "cannot_yield",
+                   "bad_answer" }
+local FAILURE_UNLOADED, FAILURE_CANNOT_YIELD = 2, 3
+
+-- NGX_NFFI_LATENCY_BUCKETS: bucket i holds calls answered within 2^i us,
+-- the last one the rest
+local LATENCY_BUCKETS = 28
+local LATENCY_LE = {}
+for i = 1, LATENCY_BUCKETS - 1 do
+    LATENCY_LE[i] = 2 ^ (i - 1) / 1e6
+end
+LATENCY_LE[LATENCY_BUCKETS] = math.huge
 
 -- NGX_NFFI_BAD_ANSWER_* of src/ngx_nffi.h
 local BAD_ANSWERS = {
@@ -118,7 +162,7 @@ local PTR, TIMEOUT, KEY, LOADED_PTR = 1, 2, 3, 4
 local runtimes = {}
 
 
-local _M = { version = "0.1.0" }
+local _M = { version = "0.1.0", LATENCY_LE = LATENCY_LE }
 
 
 local function valid_timeout(timeout)
@@ -139,6 +183,7 @@ local function call(rt, method, req, timeout)
 
     local ptr = rt[PTR]
     if ptr == nil then
+        lua_failed(rt[LOADED_PTR], FAILURE_UNLOADED)
         return false, "unloaded"
     end
 
@@ -160,6 +205,7 @@ local function call(rt, method, req, timeout)
 
     local phase = get_phase()
     if not can_wait[phase] then
+        lua_failed(ptr, FAILURE_CANNOT_YIELD)
         return false, "cannot yield in the " .. phase .. " phase"
     end
 
@@ -231,7 +277,79 @@ local function pending(rt)
 end
 
 
-local methods = { __unload = unload, __pending = pending }
+local stats_buf = ffi_new("ngx_nffi_lua_stats_t")
+
+
+-- the latency below which a share q of the calls were answered: the upper
+-- bound of the bucket where the share is reached (nil without calls)
+local function quantile(le, cumulative, q)
+    local total = cumulative[#cumulative]
+    if total == 0 then
+        return nil
+    end
+    for i = 1, #cumulative do
+        if cumulative[i] >= q * total then
+            return le[i]
+        end
+    end
+end
+
+
+-- a runtime's figures as a table (README, "Statistics"), or nil and why
+local function stats_of(ptr)
+    local st = stats_buf
+    if lua_stats(ptr, st) ~= 0 then
+        return nil, "not a runtime"
+    end
+
+    local failed = {}
+    for i = 1, #FAILURES do
+        failed[FAILURES[i]] = st.failures[i - 1]
+    end
+
+    local cumulative, count = {}, 0
+    for i = 1, LATENCY_BUCKETS do
+        count = count + st.latency[i - 1]
+        cumulative[i] = count
+    end
+
+    return {
+        lib = ffi_str(st.lib),
+        cfg = st.cfg ~= nil and ffi_str(st.cfg) or nil,
+        loaded_at = st.loaded_at,
+        loaded = st.loaded ~= 0,
+        posted = st.posted,
+        answered_ok = st.answered_ok,
+        answered_error = st.answered_error,
+        late = st.late,
+        unclaimed = st.unclaimed,
+        failed = failed,
+        bytes_in = st.bytes_in,
+        bytes_out = st.bytes_out,
+        in_flight = st.pending,
+        queued = st.queued,
+        queued_max = st.queued_max,
+        pollers_sleeping = st.sleeping,
+        pollers_spinning = st.spinning,
+        latency_le = LATENCY_LE,
+        latency_count = cumulative,
+        latency_sum = st.latency_seconds,
+        latency_p50 = quantile(LATENCY_LE, cumulative, 0.5),
+        latency_p99 = quantile(LATENCY_LE, cumulative, 0.99),
+    }
+end
+
+
+local function stats(rt)
+    if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
+        return bad_runtime("__stats()")
+    end
+
+    return stats_of(rt[LOADED_PTR])
+end
+
+
+local methods = { __unload = unload, __pending = pending, __stats = stats }
 local cached_methods = 0
 
 
@@ -377,6 +495,19 @@ function _M.load(lib, cfg, opts)
     runtimes[key] = rt
 
     return rt
+end
+
+
+-- every runtime loaded in this worker, unloaded ones too, newest first:
+-- their __stats() tables
+function _M.runtimes()
+    local list = {}
+    local ptr = lua_next_runtime(nil)
+    while ptr ~= nil do
+        list[#list + 1] = stats_of(ptr)
+        ptr = lua_next_runtime(ptr)
+    end
+    return list
 end
 
 
