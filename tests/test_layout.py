@@ -37,6 +37,6 @@ def test_files_call_only_files_below_them_in_the_map():
             callee = defined.get(function)
             if callee and callee != caller \
                     and order.index(callee) < order.index(caller):
-                upward.append("%s calls %s() of %s" % (caller, function,
-                                                      callee))
+                upward.append("%s calls %s() of %s"
+                              % (caller, function, callee))
     assert not upward, upward

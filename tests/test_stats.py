@@ -117,11 +117,12 @@ def test_stats_latency_buckets_are_cumulative_powers_of_two(nginx):
 def test_stats_of_calls_refused_before_c(nginx):
     load = ('local rt = assert(ngx.load_nonblocking_ffi("%s", "threads=2", '
             '{ max_queue = 4 }))' % TEST_RUNTIME)
-    srv = nginx(server=location("/t", RT + r"""
+    header_filter = ("header_filter_by_lua_block { %s\n"
+                     "ngx.header['X-Err'] = select(2, rt:echo('x')) }" % load)
+    counted = location("/t", RT + r"""
         ngx.say(tostring((rt:echo("x"))))
-    """, extra="header_filter_by_lua_block { %s\n"
-               "ngx.header['X-Err'] = select(2, rt:echo('x')) }" % load)
-        + location("/stats", RT + r"""
+    """, extra=header_filter)
+    srv = nginx(server=counted + location("/stats", RT + r"""
         local st = rt:__stats()
         ngx.say(st.failed.cannot_yield, " ", st.posted)
         rt:__unload()
