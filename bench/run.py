@@ -190,6 +190,25 @@ class Bench:
                          "calls": n, "calls_per_s": int(r["calls_per_s"])})
         return rows
 
+    def calls(self, rounds=5):
+        """Medians over rounds of the two workloads the call path decides,
+        for A/B runs of two builds."""
+        figures = {}
+        n_seq = 300 if self.smoke else 20000
+        n_con = 640 if self.smoke else 64000
+        for path in ("ffi", "unix"):
+            seq, con = [], []
+            for _ in range(rounds):
+                seq.append(self.checked_get(
+                    "/sequential?path=%s&size=512&n=%d" % (path, n_seq))
+                    ["calls_per_s"])
+                con.append(self.checked_get(
+                    "/concurrent?path=%s&size=512&n=%d&c=64" % (path, n_con))
+                    ["calls_per_s"])
+            figures[path] = {"sequential": int(statistics.median(seq)),
+                             "concurrent": int(statistics.median(con))}
+        return figures
+
     def wrk(self, location, seconds):
         out = subprocess.run(
             ["wrk", "-t1", "-c32", "-d%ds" % seconds,
@@ -390,17 +409,21 @@ def main():
                         help="opts.loop_spin of the runtime: event-loop "
                              "rounds polling for answers (default: the "
                              "library's)")
-    parser.add_argument("--only", choices=["http"],
-                        help="just this workload (knob studies): prints "
-                             "its figures, writes no report")
+    parser.add_argument("--only", choices=["http", "calls"],
+                        help="just this workload (knob studies, A/B runs): "
+                             "prints its figures, writes no report; calls: "
+                             "C echo and unix socket, sequential 512 B and "
+                             "64 concurrent, median of 5 rounds")
     args = parser.parse_args()
 
     if args.only:
         bench = Bench(args.smoke, args.spin, args.loop_spin)
         try:
             bench.start()
+            figures = (bench.http() if args.only == "http"
+                       else bench.calls())
             print(json.dumps({"spin": args.spin, "loop_spin": args.loop_spin,
-                              "http": bench.http()}))
+                              args.only: figures}))
         finally:
             bench.stop()
         return

@@ -228,8 +228,6 @@ typedef struct {
     const char            *inactive_reason;
     /* the one log of the module, for the main thread */
     ngx_log_t             *log;
-    /* atomic: its debug level is on, for runtime threads */
-    int                    traced;
     ngx_nffi_lua_api_t     lua;
     ngx_nffi_runtime_t    *runtimes;
     /* calls posted and not yet answered, all runtimes together */
@@ -239,6 +237,17 @@ typedef struct {
 
 
 extern ngx_nffi_worker_t  ngx_nffi_worker;
+
+/*
+ * A flag that runtime threads read for every task or answer: alone in its
+ * cache line, away from what the main thread writes for every call.
+ */
+typedef struct {
+    int                    on;     /* atomic */
+} __attribute__((aligned(NGX_CPU_CACHE_LINE))) ngx_nffi_flag_t;
+
+/* the log's debug level is on: runtime threads trace */
+extern ngx_nffi_flag_t    ngx_nffi_traced;
 
 
 /* ngx_nffi_module.c */

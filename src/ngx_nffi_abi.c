@@ -16,7 +16,7 @@ static void ngx_nffi_abi_trace(const char *fmt, ...);
 /* not the log itself: it is freed with the cycle while runtimes still run */
 #define ngx_nffi_abi_debug(...)                                               \
     do {                                                                      \
-        if (__atomic_load_n(&ngx_nffi_worker.traced, __ATOMIC_RELAXED)) {     \
+        if (__atomic_load_n(&ngx_nffi_traced.on, __ATOMIC_RELAXED)) {         \
             ngx_nffi_abi_trace(__VA_ARGS__);                                  \
         }                                                                     \
     } while (0)

@@ -77,7 +77,7 @@ static ngx_uint_t           ngx_nffi_poll_budget;
 static ngx_uint_t           ngx_nffi_poll_max;
 static ngx_flag_t           ngx_nffi_poll_found;
 static long long            ngx_nffi_last_post_ns;
-static int                  ngx_nffi_polling;
+static ngx_nffi_flag_t      ngx_nffi_polling;
 
 
 ngx_int_t
@@ -148,7 +148,7 @@ ngx_nffi_event_done(void)
         ngx_delete_posted_event(&ngx_nffi_poll_event);
     }
 
-    __atomic_store_n(&ngx_nffi_polling, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ngx_nffi_polling.on, 0, __ATOMIC_SEQ_CST);
 
     pthread_mutex_lock(&ngx_nffi_wake_mutex);
     ngx_nffi_wake_fd = -1;
@@ -172,7 +172,7 @@ ngx_nffi_event_push_done(ngx_nffi_task_t *t)
     /* pairs with the fence in ngx_nffi_event_poll_answers() */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 
-    if (!__atomic_load_n(&ngx_nffi_polling, __ATOMIC_SEQ_CST)) {
+    if (!__atomic_load_n(&ngx_nffi_polling.on, __ATOMIC_SEQ_CST)) {
         ngx_nffi_event_wake_worker();
     }
 }
@@ -250,7 +250,7 @@ ngx_nffi_event_expect_answer(ngx_uint_t loop_spin)
     }
 
     if (!ngx_nffi_poll_event.posted) {
-        __atomic_store_n(&ngx_nffi_polling, 1, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&ngx_nffi_polling.on, 1, __ATOMIC_SEQ_CST);
         ngx_post_event(&ngx_nffi_poll_event, &ngx_posted_next_events);
     }
 #else
@@ -295,7 +295,7 @@ ngx_nffi_event_poll_answers(ngx_event_t *ev)
 
     ngx_nffi_poll_found = 0;
     ngx_nffi_poll_rounds = 0;
-    __atomic_store_n(&ngx_nffi_polling, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&ngx_nffi_polling.on, 0, __ATOMIC_SEQ_CST);
 
     /* an answer pushed while the loop polled wrote no eventfd */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);

@@ -45,8 +45,11 @@ ngx_nffi_worker_t  ngx_nffi_worker = {
     0, 0,
     "runtimes are per worker process: load them in init_worker_by_lua* or "
     "later, not in init_by_lua* (threads do not survive fork)",
-    NULL, 0, { NULL, NULL, NULL, NULL }, NULL, 0, 0
+    NULL, { NULL, NULL, NULL, NULL }, NULL, 0, 0
 };
+
+
+ngx_nffi_flag_t  ngx_nffi_traced;
 
 
 static ngx_int_t
@@ -76,7 +79,7 @@ ngx_nffi_worker_start(ngx_cycle_t *cycle)
     }
 
     ngx_nffi_worker.log = cycle->log;
-    __atomic_store_n(&ngx_nffi_worker.traced,
+    __atomic_store_n(&ngx_nffi_traced.on,
                      (cycle->log->log_level & NGX_LOG_DEBUG_CORE) != 0,
                      __ATOMIC_RELAXED);
 
@@ -116,7 +119,7 @@ ngx_nffi_exit_process(ngx_cycle_t *cycle)
     ngx_nffi_runtime_unload_all();
 
     /* the log goes with the cycle: runtime threads stop tracing */
-    __atomic_store_n(&ngx_nffi_worker.traced, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&ngx_nffi_traced.on, 0, __ATOMIC_RELAXED);
     ngx_nffi_worker.exiting = 1;
     ngx_nffi_worker.active = 0;
     ngx_nffi_worker.inactive_reason = "the worker is exiting";
