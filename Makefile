@@ -9,6 +9,8 @@ SHELL := /bin/bash
 #   make test-memcheck  the integration tests with the worker under valgrind
 #   make bench          the benchmark (bench/results/latest.*)
 #   make bench-smoke    the benchmark with tiny counts (part of make test)
+#   make soak           a mixed load for SOAK_SECONDS (600): nothing lost,
+#                       memory flat (a 30 s run is part of make test)
 
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      := $(CURDIR)/build
@@ -23,8 +25,9 @@ LIB_CFLAGS := -g -O2 -fPIC -shared -Wall -Wextra -Werror \
               -Wno-unused-parameter -Iinclude -pthread
 SRCS       := config $(wildcard src/*.c src/*.h include/*.h)
 PYTEST     ?= python3 -m pytest
+SOAK_SECONDS ?= 600
 
-.PHONY: all deps go python run test test-unit test-integration test-memcheck bench \
+.PHONY: all deps go python run test test-unit test-integration test-memcheck bench soak \
         bench-smoke clean
 
 all: $(MODULE) $(EXAMPLE) $(FIXTURES) go python
@@ -90,6 +93,9 @@ test-memcheck: deps all
 
 bench: deps all $(BUILD)/echo_server
 	python3 bench/run.py
+
+soak: deps all
+	python3 tests/soak.py --seconds $(SOAK_SECONDS)
 
 bench-smoke: all $(BUILD)/echo_server
 	python3 bench/run.py --smoke >/dev/null
