@@ -11,6 +11,8 @@ SHELL := /bin/bash
 #   make bench-smoke    the benchmark with tiny counts (part of make test)
 #   make soak           a mixed load for SOAK_SECONDS (600): nothing lost,
 #                       memory flat (a 30 s run is part of make test)
+#   make fuzz           each fuzz target for FUZZ_SECONDS (60; 10 s runs
+#                       are part of make test)
 
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      := $(CURDIR)/build
@@ -26,8 +28,9 @@ LIB_CFLAGS := -g -O2 -fPIC -shared -Wall -Wextra -Werror \
 SRCS       := config $(wildcard src/*.c src/*.h include/*.h)
 PYTEST     ?= python3 -m pytest
 SOAK_SECONDS ?= 600
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps go python run test test-unit test-integration test-memcheck bench soak \
+.PHONY: all deps go python run test test-unit test-integration test-memcheck bench soak fuzz \
         bench-smoke clean
 
 all: $(MODULE) $(EXAMPLE) $(FIXTURES) go python
@@ -96,6 +99,12 @@ bench: deps all $(BUILD)/echo_server
 
 soak: deps all
 	python3 tests/soak.py --seconds $(SOAK_SECONDS)
+
+# Go's corpus: sdk/go/nffi/testdata/fuzz (copy new finds there to keep them)
+fuzz: deps all
+	cd sdk/go && go test -run '^$$' -fuzz FuzzSplitCfg \
+	    -fuzztime $(FUZZ_SECONDS)s ./nffi
+	python3 tests/fuzz_nginx.py --seconds $(FUZZ_SECONDS)
 
 bench-smoke: all $(BUILD)/echo_server
 	python3 bench/run.py --smoke >/dev/null

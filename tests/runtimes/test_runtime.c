@@ -307,6 +307,57 @@ test_rt_bad_length(void *task, const char *req, int len)
 }
 
 
+/*
+ * Answers as req says, for tests/fuzz_nginx.py: "RC MODE SIZE LEN NUL TWICE"
+ * with MODE 0 for a NULL answer and 1 for SIZE bytes of malloc'ed memory
+ * ('a', 'b', ... and a NUL at NUL and at the end) answered with rsp_len
+ * LEN, and TWICE 1 to answer a second time (a runtime bug the module must
+ * refuse).
+ */
+
+static void
+test_rt_respond_as(void *task, const char *req, int len)
+{
+    int    i, rc, mode, size, rsp_len, nul, twice;
+    char  *rsp;
+
+    if (req == NULL
+        || sscanf(req, "%d %d %d %d %d %d", &rc, &mode, &size, &rsp_len,
+                  &nul, &twice) != 6
+        || size < 1 || size > 1 << 20)
+    {
+        test_rt_answer_text(task, 1, "respond_as: bad request");
+        return;
+    }
+
+    rsp = NULL;
+
+    if (mode == 1) {
+        rsp = malloc(size);
+        if (rsp == NULL) {
+            test_rt_answer_text(task, 1, "no memory");
+            return;
+        }
+
+        for (i = 0; i < size; i++) {
+            rsp[i] = 'a' + i % 26;
+        }
+
+        rsp[size - 1] = '\0';
+
+        if (nul >= 0 && nul < size) {
+            rsp[nul] = '\0';
+        }
+    }
+
+    ngx_http_lua_nonblocking_ffi_respond(task, rc, rsp, rsp_len);
+
+    if (twice) {
+        ngx_http_lua_nonblocking_ffi_respond(task, rc, strdup("again"), 0);
+    }
+}
+
+
 /* runs req with /bin/sh from this runtime thread and reports its status */
 
 static void
@@ -408,6 +459,7 @@ static const test_rt_method_t  test_rt_methods[] = {
     { "twice", test_rt_twice },
     { "never", test_rt_never },
     { "bad_length", test_rt_bad_length },
+    { "respond_as", test_rt_respond_as },
     { "spawn", test_rt_spawn },
     { "log", test_rt_log },
     { "wait_cancel", test_rt_wait_cancel },

@@ -1,0 +1,32 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Ten seconds of each fuzz target (make fuzz runs each for a minute)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness import MEMCHECK, REPO
+
+FUZZ_NGINX = os.path.join(REPO, "tests", "fuzz_nginx.py")
+
+
+@pytest.mark.skipif(MEMCHECK, reason="random load; valgrind is 20x slower")
+@pytest.mark.parametrize("target", ["lua_args", "respond"])
+def test_fuzz_through_nginx(target):
+    done = subprocess.run([sys.executable, FUZZ_NGINX, "--seconds", "10",
+                           target], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.endswith("fuzz: ok\n"), (
+        done.stdout[-4000:] + done.stderr[-2000:])
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain")
+def test_fuzz_go_cfg_split():
+    done = subprocess.run(["go", "test", "-run", "^$", "-fuzz",
+                           "FuzzSplitCfg", "-fuzztime", "10s", "./nffi"],
+                          cwd=os.path.join(REPO, "sdk", "go"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
