@@ -99,3 +99,69 @@ def test_echo_example_and_binary_payloads(nginx):
         r"\s+at example.Echo.handle\(Echo.java:\d+\)"
     )
     srv.wait_log(r"\[info\] .*echo: serving on 2 threads")
+
+
+class Classes:
+    """Java sources compiled into a folder that nginx workers can read."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def compile(self, sources, folder=None):
+        """sources: {"pkg.Name": source}; returns the class folder."""
+        out = folder or self.folder
+        src = tempfile.mkdtemp(prefix="src-", dir=self.folder)
+        paths = []
+        for name, source in sources.items():
+            path = os.path.join(src, name.replace(".", "/") + ".java")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(textwrap.dedent(source))
+            paths.append(path)
+        subprocess.run([JAVAC, "--release", "17", "-cp", JAR, "-d", out]
+                       + paths, check=True)
+        shutil.rmtree(src)
+        for root, dirs, files in os.walk(out):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        return out
+
+
+@pytest.fixture
+def classes():
+    folder = tempfile.mkdtemp(prefix="nffi-java-")
+    os.chmod(folder, 0o755)
+    yield Classes(folder)
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("option,message", [
+    ("-Xbogus", r"Unrecognized option: -Xbogus"),
+    ("-Xmx1k", r"Too small maximum heap"),
+])
+def test_a_jvm_that_cannot_start_fails_every_load(nginx, option, message):
+    srv = nginx(
+        main=java_main(extra="env NFFI_JAVA_OPTS=%s;" % option),
+        server=java_location(
+            "/t",
+            r"""
+        show(jload("example.Echo,init"))
+        show(jload("example.Echo,init,2"))
+        show(ngx.worker.pid())
+    """,
+        ),
+    )
+    worker = srv.worker_pids()[0]
+    assert srv.get("/t").splitlines() == [
+        "nil '%s'" % (LOAD_FAILED % 3),
+        "nil '%s'" % (LOAD_FAILED % 3),
+        str(worker),
+    ]
+    srv.wait_log(r"\[error\] .*" + message)
+    srv.wait_log(r"\[error\] .*nonblocking_ffi java: the JVM did not start")
+    srv.wait_log(r"\[error\] .*nonblocking_ffi java: the JVM failed to start "
+                 r"in this worker before")
+    # the same worker still serves
+    assert srv.get("/t").splitlines()[2] == str(worker)

@@ -94,6 +94,7 @@ static jbyteArray nffi_java_bytes(JNIEnv *env, const char *p, size_t len);
 static void nffi_java_log_exception(JNIEnv *env, const char *what);
 static jint JNICALL nffi_java_vfprintf(FILE *fp, const char *fmt,
     va_list args);
+static void nffi_java_end_start(const char *what);
 static void JNICALL nffi_java_exit(jint code);
 static void JNICALL nffi_java_abort(void);
 
@@ -787,34 +788,47 @@ nffi_java_vfprintf(FILE *fp, const char *fmt, va_list args)
 
 
 /*
- * The JVM exits the process (System.exit(), or a failure while it
- * starts).  While it starts, on our own thread, only that thread ends: the
- * load fails, the worker lives on.
+ * The JVM ends the process: System.exit(), a fatal error, or a failure
+ * while it starts (HotSpot calls the abort hook, then exit(1)).  While it
+ * starts, on our own thread, only that thread ends: the load fails and the
+ * worker lives on.
  */
 
-static void JNICALL
-nffi_java_exit(jint code)
+static void
+nffi_java_end_start(const char *what)
 {
     int  starting;
 
     pthread_mutex_lock(&nffi_java_lock);
     starting = nffi_java_state == NFFI_JAVA_NOT_STARTED
                && pthread_equal(pthread_self(), nffi_java_tid);
-
-    if (starting) {
-        nffi_java_state = NFFI_JAVA_FAILED;
-        pthread_cond_broadcast(&nffi_java_cond);
-    }
-
     pthread_mutex_unlock(&nffi_java_lock);
 
-    if (starting) {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
-                      "nonblocking_ffi java: the JVM did not start: it "
-                      "exited with code %d (see its messages above)",
-                      (int) code);
-        pthread_exit(NULL);
+    if (!starting) {
+        return;
     }
+
+    /* logged before the failed load returns: the lines stay in order */
+    nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+                  "nonblocking_ffi java: the JVM did not start: it %s "
+                  "(see its messages above)", what);
+
+    pthread_mutex_lock(&nffi_java_lock);
+    nffi_java_state = NFFI_JAVA_FAILED;
+    pthread_cond_broadcast(&nffi_java_cond);
+    pthread_mutex_unlock(&nffi_java_lock);
+
+    pthread_exit(NULL);
+}
+
+
+static void JNICALL
+nffi_java_exit(jint code)
+{
+    char  what[64];
+
+    snprintf(what, sizeof(what), "exited with code %d", (int) code);
+    nffi_java_end_start(what);
 
     nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
                   "nonblocking_ffi java: the JVM exits with code %d "
@@ -826,6 +840,8 @@ nffi_java_exit(jint code)
 static void JNICALL
 nffi_java_abort(void)
 {
+    nffi_java_end_start("failed");
+
     nffi_java_log(NONBLOCKING_FFI_LOG_ALERT,
                   "nonblocking_ffi java: the JVM aborts the worker process");
 }
