@@ -17,11 +17,12 @@ import textwrap
 import pytest
 
 from conftest import location
-from harness import BUILD, MEMCHECK, wait_for
+from harness import BUILD, MEMCHECK, WORKER_USER, wait_for
 
 JAVA = os.path.join(BUILD, "lib_nonblocking_ffi_java.so")
 JAR = os.path.join(BUILD, "java", "nonblocking-ffi.jar")
 EXAMPLES = os.path.join(BUILD, "java", "examples")
+TESTS = os.path.join(BUILD, "java", "tests")
 JAVAC = shutil.which("javac")
 
 LOAD_FAILED = "%s: lib_nonblocking_ffi_init() failed with rc %%d" % JAVA
@@ -52,7 +53,7 @@ def java_location(path, lua, **kw):
     return location(path, PRELUDE + lua, **kw)
 
 
-def java_main(classpath=EXAMPLES, extra=""):
+def java_main(classpath=EXAMPLES + ":" + TESTS, extra=""):
     """The main-context lines: the class path (and more) for the JVM."""
     return "env NFFI_JAVA_CLASSPATH=%s;\n%s" % (classpath, extra)
 
@@ -165,3 +166,149 @@ def test_a_jvm_that_cannot_start_fails_every_load(nginx, option, message):
                  r"in this worker before")
     # the same worker still serves
     assert srv.get("/t").splitlines()[2] == str(worker)
+
+
+def test_task_api_and_handler_failures(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,init"))
+        show(rt:twice())
+        show(rt:error())
+        show(rt:error())
+        show(rt:describe("x"))
+        show(rt:describe())
+        show(rt:pid())
+    """,
+        ),
+    )
+    worker = srv.worker_pids()[0]
+    assert srv.get("/t").splitlines() == [
+        "true 'first'",
+        "false 1 'java.lang.Error: an Error, not an Exception'",
+        "false 1 'java.lang.Error: an Error, not an Exception'",
+        "true 'describe x false false Task[method=describe, answered=false]'",
+        "true 'describe null false false Task[method=describe, "
+        "answered=false]'",
+        "true '%d'" % worker,
+    ]
+    srv.wait_log(r"\[info\] .*jtest: second answer: "
+                 r"java.lang.IllegalStateException: task already answered")
+    srv.wait_log(r"\[error\] .*nonblocking.ffi: the handler of a 'error' "
+                 r"call failed\njava.lang.Error: an Error, not an Exception\n"
+                 r"\s+at jtest.TestRuntime.handle", count=2)
+
+
+def test_async_handler_answers_100_concurrent_calls_out_of_order(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("example.Echo,initAsync"))
+        local order = {}
+        local n = count_true(100, function(i)
+            -- the first calls sleep longest: answers come in reverse
+            local ms = tostring((100 - i) * 4)
+            local ok, res = rt:sleep(ms)
+            order[#order + 1] = i
+            return ok and res == ms
+        end)
+        ngx.say(n)
+        ngx.say(order[1] > order[100] and "out of order" or "in order")
+        show(rt:failAsync())
+        show(rt:echo("a\0b"))
+        show(rt:nosuch())
+    """,
+        ),
+    )
+    assert srv.get("/t").splitlines() == [
+        "100",
+        "out of order",
+        "false 1 'java.lang.IllegalStateException: failing later as asked'",
+        "true 'a\0b'",
+        "false 404 'no method nosuch'",
+    ]
+    srv.wait_log(r"\[error\] .*nonblocking.ffi: the handler of a 'failAsync' "
+                 r"call failed\njava.lang.IllegalStateException: failing "
+                 r"later as asked")
+
+
+def test_load_failures_answer_an_rc_and_log_why(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        show(jload(nil))
+        show(jload("jtest.TestRuntime"))
+        show(jload(",init"))
+        show(jload("jtest.TestRuntime,"))
+        show(jload("jtest.NoSuchClass,init"))
+        show(jload("jtest.TestRuntime,noSuchMethod"))
+        show(jload("jtest.TestRuntime,wrongSignature"))
+        show(jload("jtest.TestRuntime,notStatic"))
+        show(jload("jtest.TestRuntime,initThrows,why"))
+        show(jload("jtest.TestRuntime,initReturns,9"))
+        show(jload("jtest.BadStatic,init"))
+        show(jload("jtest.TestRuntime,badQueue"))
+        -- the JVM is fine: a good load still works
+        local rt = assert(jload("jtest.TestRuntime,init"))
+        show(rt:marker())
+    """,
+        ),
+    )
+    rc = [2, 2, 2, 2, 4, 5, 5, 5, 6, 9, 6, 6]
+    assert srv.get("/t").splitlines() == [
+        "nil '%s'" % (LOAD_FAILED % n) for n in rc] + ["true 'none'"]
+    log = [
+        r'cfg is nil: expected "class\[\?\],method\[,rest\]"',
+        r'malformed cfg "jtest.TestRuntime": expected',
+        r'malformed cfg ",init": the class is empty',
+        r'malformed cfg "jtest.TestRuntime,": the method is empty',
+        r"class jtest.NoSuchClass not found \(cfg \"jtest.NoSuchClass,init\""
+        r"\); class path: .*nonblocking-ffi.jar:.*examples:.*tests",
+        r"class jtest.TestRuntime has no method noSuchMethod: expected "
+        r"public static void noSuchMethod\(String rest, long queue\)",
+        r"method jtest.TestRuntime.wrongSignature has the wrong signature: "
+        r"public static void jtest.TestRuntime.wrongSignature\("
+        r"java.lang.String\); expected",
+        r"method jtest.TestRuntime.notStatic has the wrong signature: "
+        r"public void jtest.TestRuntime.notStatic\(java.lang.String,long\)",
+        r"jtest.TestRuntime.initThrows\(\) threw \(cfg "
+        r"\"jtest.TestRuntime,initThrows\"\):\n"
+        r"java.lang.IllegalStateException: init failed as asked: why\n"
+        r"\s+at jtest.TestRuntime.initThrows\(TestRuntime.java:\d+\)",
+        r"jtest.TestRuntime.initReturns\(\) returned 9: the load failed",
+        r"the static initializer of jtest.BadStatic threw .*:\n"
+        r"java.lang.IllegalStateException: static initializer failed as asked",
+        r"jtest.TestRuntime.badQueue\(\) threw .*:\n"
+        r"java.lang.IllegalArgumentException: not a queue of this worker",
+    ]
+    for line in log:
+        srv.wait_log(r"\[error\] .*nonblocking_ffi java: " + line)
+
+
+needs_nobody = pytest.mark.skipif(
+    WORKER_USER != "", reason="workers run as root here: they read anything")
+
+
+@needs_nobody
+def test_a_class_path_the_worker_cannot_read_is_named(nginx, classes):
+    private = tempfile.mkdtemp(prefix="nffi-private-")
+    try:
+        os.chmod(private, 0o700)
+        srv = nginx(
+            main=java_main(classpath=private + ":/nonexistent/x.jar"),
+            server=java_location(
+                "/t", r"""show(jload("jtest.TestRuntime,init"))"""),
+        )
+        assert srv.get("/t").strip() == "nil '%s'" % (LOAD_FAILED % 4)
+        srv.wait_log(
+            r"\[error\] .*class jtest.TestRuntime not found .*class path: "
+            r".*nonblocking-ffi.jar:%s \(not readable by user nobody\):"
+            r"/nonexistent/x.jar \(does not exist\)" % private)
+    finally:
+        shutil.rmtree(private)

@@ -103,6 +103,7 @@ static pthread_mutex_t   nffi_java_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t    nffi_java_cond = PTHREAD_COND_INITIALIZER;
 static int               nffi_java_state = NFFI_JAVA_NOT_STARTED;
 static pthread_t         nffi_java_tid;
+static __thread int      nffi_java_on_thread;    /* the JVM's thread */
 
 /* the load that the JVM thread runs next, under nffi_java_lock */
 static nffi_java_cfg_t  *nffi_java_job;
@@ -275,6 +276,8 @@ nffi_java_thread(void *arg)
 {
     int      rc;
     JNIEnv  *env;
+
+    nffi_java_on_thread = 1;
 
     rc = nffi_java_create(&env);
 
@@ -801,7 +804,7 @@ nffi_java_end_start(const char *what)
 
     pthread_mutex_lock(&nffi_java_lock);
     starting = nffi_java_state == NFFI_JAVA_NOT_STARTED
-               && pthread_equal(pthread_self(), nffi_java_tid);
+               && nffi_java_on_thread;
     pthread_mutex_unlock(&nffi_java_lock);
 
     if (!starting) {
