@@ -8,6 +8,7 @@ can read.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -312,3 +313,154 @@ def test_a_class_path_the_worker_cannot_read_is_named(nginx, classes):
             r"/nonexistent/x.jar \(does not exist\)" % private)
     finally:
         shutil.rmtree(private)
+
+
+RELOADED = """
+    // SPDX-License-Identifier: BSD-2-Clause
+    package reload;
+
+    import java.nio.charset.StandardCharsets;
+    import nonblocking.ffi.Queue;
+    import nonblocking.ffi.Server;
+
+    public final class Reloaded {
+        private Reloaded() {}
+
+        public static void init(String rest, long queue) {
+            byte[] answer = ("%s " + rest).getBytes(StandardCharsets.UTF_8);
+            Server.serve(Queue.of(queue), task -> answer);
+        }
+    }
+"""
+
+
+def test_question_mark_loads_a_changed_class_afresh(nginx, classes):
+    folder = classes.compile({"reload.Reloaded": RELOADED % "one"})
+    srv = nginx(
+        main=java_main(classpath=folder),
+        server=java_location(
+            "/t",
+            r"""
+        local rt, err = jload(ngx.unescape_uri(ngx.var.arg_cfg))
+        if not rt then return ngx.say(err) end
+        show(rt:version())
+    """,
+        ),
+    )
+
+    def version(cfg):
+        return srv.get("/t?cfg=" + cfg).strip()
+
+    assert version("reload.Reloaded,init,a") == "true 'one a'"
+    assert version("reload.Reloaded%3F,init,b") == "true 'one b'"
+    classes.compile({"reload.Reloaded": RELOADED % "version two"})
+    # without "?" the class stays the one loaded first
+    assert version("reload.Reloaded,init,c") == "true 'one c'"
+    assert version("reload.Reloaded%3F,init,d") == "true 'version two d'"
+    # the runtime loaded before the change keeps its class
+    assert version("reload.Reloaded%3F,init,b") == "true 'one b'"
+
+
+def test_two_runtimes_share_one_jvm(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local a = assert(jload("jtest.TestRuntime,init"))
+        local b = assert(jload("jtest.Other,init,set by Other"))
+        local e = assert(jload("example.Echo,init,1"))
+        show(a:marker())
+        show(b:anything())
+        show(e:echo("e"))
+        show(a:pid())
+        -- the same cfg is the same runtime
+        show(jload("jtest.Other,init,set by Other") == b)
+    """,
+        ),
+    )
+    worker = srv.worker_pids()[0]
+    assert srv.get("/t").splitlines() == [
+        "true 'set by Other'",
+        "true 'other anything'",
+        "true 'e'",
+        "true '%d'" % worker,
+        "true",
+    ]
+    # one JVM: it started once
+    assert len(re.findall(r"\[info\] .*nonblocking_ffi java: the JVM "
+                          r"started", srv.log())) == 1
+
+
+def test_logging_reaches_the_error_log_at_its_level(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,init"))
+        show(rt:log())
+    """,
+        ),
+    )
+    assert srv.get("/t").strip() == "true 'logged'"
+    for line in [
+        r"\[error\] .*jtest: a severe record",
+        r"\[warn\] .*jtest: a warning record",
+        r"\[info\] .*jtest: an info record",
+        r"\[warn\] .*jtest: a record with an exception\n"
+        r"java.lang.IllegalStateException: logged exception\n"
+        r"\s+at jtest.TestRuntime.handle",
+        r"\[info\] .*: a line on System.out\n",
+        r"\[error\] .*: a line on System.err\n",
+        r"\[warn\] .*jtest.system: a System.Logger warning",
+        r"\[notice\] .*: a notice\nof two lines",
+        r"\[error\] .*nonblocking_ffi java: uncaught exception in thread "
+        r"\"jtest-dying\":\njava.lang.IllegalStateException: uncaught in a "
+        r"thread",
+    ]:
+        srv.wait_log(line)
+    # below the root logger's INFO
+    assert "a fine record" not in srv.log()
+
+
+def test_unload_stops_the_server_and_a_new_load_works(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,init"))
+        show(rt:sleep("1"))
+        rt:__unload()
+        show(rt:sleep("1"))
+        local again = assert(jload("jtest.TestRuntime,init"))
+        show(again ~= rt)
+        show(again:sleep("2"))
+        again:__unload()
+    """,
+        ),
+    )
+    assert srv.get("/t").splitlines() == [
+        "true '1'",
+        "false 'unloaded'",
+        "true",
+        "true '2'",
+    ]
+    # onStop ran for both, after the pollers saw the end of their queue
+    srv.wait_log(r"\[info\] .*jtest: stopped: ", count=2)
+
+
+def test_a_call_that_times_out_is_seen_cancelled(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,init"))
+        show(rt:cancelled(nil, 0.2))
+    """,
+        ),
+    )
+    assert srv.get("/t").strip() == "false 'timeout'"
+    srv.wait_log(r"\[info\] .*jtest: cancelled seen: true")

@@ -433,7 +433,14 @@ nffi_java_create(JNIEnv **envp)
         return -1;
     }
 
-    return nffi_java_bootstrap(*envp);
+    if (nffi_java_bootstrap(*envp) != 0) {
+        return -1;
+    }
+
+    nffi_java_log(NONBLOCKING_FFI_LOG_INFO,
+                  "nonblocking_ffi java: the JVM started (%s)", lib);
+
+    return 0;
 }
 
 
