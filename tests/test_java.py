@@ -14,11 +14,13 @@ import signal
 import subprocess
 import tempfile
 import textwrap
+import threading
 
 import pytest
 
 from conftest import location
-from harness import BUILD, MEMCHECK, WORKER_USER, wait_for
+from harness import (BUILD, MEMCHECK, WORKER_USER, check_signals_reach_nginx,
+                     wait_for)
 
 JAVA = os.path.join(BUILD, "lib_nonblocking_ffi_java.so")
 JAR = os.path.join(BUILD, "java", "nonblocking-ffi.jar")
@@ -464,3 +466,84 @@ def test_a_call_that_times_out_is_seen_cancelled(nginx):
     )
     assert srv.get("/t").strip() == "false 'timeout'"
     srv.wait_log(r"\[info\] .*jtest: cancelled seen: true")
+
+
+needs_master = pytest.mark.skipif(
+    MEMCHECK, reason="memcheck runs nginx with master_process off")
+
+
+def caught_signals(pid):
+    """The signal numbers that process pid has handlers for."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                mask = int(line.split()[1], 16)
+                return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+    return set()
+
+
+@needs_master
+def test_signals_and_children_with_a_jvm_and_calls_in_flight(nginx):
+    # workers reopen the logs on USR1: they need to reach the test's folder
+    srv = nginx(
+        main=java_main(extra="user root;"),
+        init_worker=r"""
+        package.loaded.jrt = assert(ngx.load_nonblocking_ffi(
+            "%s", "jtest.TestRuntime,init"))
+    """ % JAVA,
+        server=location("/pid", "show(package.loaded.jrt:pid())")
+        + location("/sleep", r"""
+        local ok, res = package.loaded.jrt:sleep(ngx.var.arg_ms)
+        ngx.say(ngx.worker.pid(), " ", ok, " ", res)
+    """)
+        + location("/pending", "ngx.say(package.loaded.jrt:__pending())")
+        + location("/exec", r"""
+        local rt = package.loaded.jrt
+        local from_java, from_lua = 0, 0
+        for i = 1, 10 do
+            local code = i % 5 + 1
+            local ok, res = rt:exec(tostring(code))
+            if ok and res == tostring(code) then
+                from_java = from_java + 1
+            end
+            if os.execute("exit " .. code) == code * 256 then
+                from_lua = from_lua + 1
+            end
+        end
+        ngx.say(from_java, " ", from_lua)
+    """),
+    )
+    worker = srv.worker_pids()[0]
+    # HotSpot's suspend/resume signal is not USR2 (nginx's binary upgrade)
+    caught = caught_signals(worker)
+    assert 40 in caught, caught
+    assert srv.get("/exec").strip() == "10 10"
+
+    # 20 calls in flight in the old worker when the HUP comes
+    answers = []
+
+    def slow_call():
+        answers.append(srv.get("/sleep?ms=700", timeout=30))
+
+    callers = [threading.Thread(target=slow_call) for _ in range(20)]
+    for c in callers:
+        c.start()
+    wait_for(lambda: srv.get("/pending").strip() == "20", 10,
+             "20 calls in flight")
+    srv.signal(signal.SIGHUP)
+    for c in callers:
+        c.join(30)
+    assert len(answers) == 20
+    assert {a.split(" ", 1)[1].strip() for a in answers} == {"true 700"}
+    assert {a.split()[0] for a in answers} == {str(worker)}
+    srv.wait_log(r"worker process %d exited with code 0" % worker)
+
+    # USR2 sent to a worker: nginx ignores it, the JVM does not take it
+    worker = srv.worker_pids()[0]
+    assert srv.get("/pid").strip() == "true '%d'" % worker
+    os.kill(worker, signal.SIGUSR2)
+    srv.wait_log(r"signal 12 \(SIGUSR2\) received.*ignoring")
+    assert srv.get("/pid").strip() == "true '%d'" % worker
+
+    check_signals_reach_nginx(srv, "/pid")
+    assert srv.get("/exec").strip() == "10 10"

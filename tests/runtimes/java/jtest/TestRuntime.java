@@ -56,6 +56,9 @@ public final class TestRuntime {
                 t.start();
                 t.join();
                 return bytes("logged");
+            case "exec":
+                Process p = new ProcessBuilder("/bin/sh", "-c", "exit " + req).start();
+                return bytes(Integer.toString(p.waitFor()));
             case "marker":
                 return bytes(System.getProperty("jtest.marker", "none"));
             case "cancelled":
