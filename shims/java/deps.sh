@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
+# Installs what the Java loader needs, only when it is missing: a JDK
+# (javac, jni.h, libjvm.so) and Maven from Debian, then the Maven plugins
+# that build the API jar, into Maven's cache (~/.m2), so that later builds
+# work offline.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+
+missing=()
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps (java): installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+        >/dev/null
+fi
+
+# the plugins of this pom.xml, fetched once: a copy of the pom beside
+# Maven's cache tells that they are there (later builds need no network)
+stamp=${HOME}/.m2/nonblocking-ffi.pom.fetched
+if cmp -s "$here/pom.xml" "$stamp"; then
+    exit 0
+fi
+
+echo "deps (java): fetching the Maven plugins into ~/.m2"
+cd "$here"
+mvn -q -B --no-transfer-progress -Dstyle.color=never package >/dev/null
+cp "$here/pom.xml" "$stamp"
