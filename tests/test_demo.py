@@ -24,6 +24,8 @@ from harness import MEMCHECK, REPO, free_port, wait_for
 
 PREFIX = os.path.join(REPO, "build", "demo")
 ERROR_LOG = os.path.join(PREFIX, "logs", "error.log")
+# built by make java, skipped when javac or mvn is missing
+JAVA = os.path.join(REPO, "build", "lib_nonblocking_ffi_java.so")
 PID_FILE = os.path.join(PREFIX, "logs", "nginx.pid")
 
 
@@ -160,6 +162,11 @@ def test_demo_answers_like_the_readme_says(demo):
     assert get("/go/echo?hello") == "true hello\n"
     assert get("/python/upper?hello") == "true HELLO\n"
     assert get("/python/fail?x") == "false 1 ValueError: failing as asked\n"
+    if os.path.exists(JAVA):
+        assert get("/java/upper?hello") == "true HELLO\n"
+        assert get("/java/sleep?250") == "true 250\n"
+        assert get("/java/fail?x") == ("false 1 java.lang.IllegalArgumentException:"
+                                       " failing as asked\n")
     # etcd starts beside nginx: the first put may come before it is up
     wait_for(lambda: (get("/go/etcd/put?key=/demo/a&value=1") or "")
              .startswith("{"), 30, "etcd through the demo")

@@ -7,6 +7,7 @@ Test classes are compiled into a folder that nginx workers (user nobody)
 can read.
 """
 
+import http.client
 import os
 import re
 import shutil
@@ -547,3 +548,53 @@ def test_signals_and_children_with_a_jvm_and_calls_in_flight(nginx):
 
     check_signals_reach_nginx(srv, "/pid")
     assert srv.get("/exec").strip() == "10 10"
+
+
+def test_system_exit_ends_the_worker_and_says_so(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,init"))
+        show(rt:exit("3"))
+    """,
+        )
+        + location("/pid", "ngx.say(ngx.worker.pid())"),
+    )
+    worker = srv.worker_pids()[0]
+    # the worker ends without answering
+    with pytest.raises((OSError, http.client.HTTPException)):
+        srv.request("/t")
+    srv.wait_log(r"nonblocking_ffi java: the JVM exits with code 3 "
+                 r"\(System.exit\(\)\?\): the worker process %d exits"
+                 % worker)
+    srv.wait_log(r"worker process %d exited with code 3" % worker)
+    # nginx started another worker
+    wait_for(lambda: srv.worker_pids() and srv.worker_pids() != [worker],
+             10, "a new worker")
+    assert srv.get("/pid").strip() != str(worker)
+
+
+def test_a_class_path_entry_with_a_star_is_every_jar_of_its_folder(
+        nginx, classes):
+    # CLASSPATH alone, as for java
+    folder = classes.compile({"reload.Reloaded": RELOADED % "from a jar"})
+    lib = os.path.join(classes.folder, "lib")
+    os.mkdir(lib)
+    os.chmod(lib, 0o755)
+    subprocess.run([os.path.join(os.path.dirname(os.path.realpath(JAVAC)),
+                                 "jar"), "cf", os.path.join(lib, "app.jar"),
+                    "-C", folder, "reload"], check=True)
+    os.chmod(os.path.join(lib, "app.jar"), 0o644)
+    srv = nginx(
+        main="env CLASSPATH=%s/*;" % lib,
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("reload.Reloaded,init,x"))
+        show(rt:version())
+    """,
+        ),
+    )
+    assert srv.get("/t").strip() == "true 'from a jar x'"

@@ -840,10 +840,14 @@ nffi_java_exit(jint code)
     snprintf(what, sizeof(what), "exited with code %d", (int) code);
     nffi_java_end_start(what);
 
-    nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
-                  "nonblocking_ffi java: the JVM exits with code %d "
-                  "(System.exit()?): the worker process exits",
-                  (int) code);
+    /*
+     * The process ends before the main thread could write a log message:
+     * straight to stderr, which nginx points at its error log.
+     */
+    fprintf(stderr, "nonblocking_ffi java: the JVM exits with code %d "
+            "(System.exit()?): the worker process %d exits\n", (int) code,
+            (int) getpid());
+    fflush(stderr);
 }
 
 

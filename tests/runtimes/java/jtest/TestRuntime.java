@@ -59,6 +59,9 @@ public final class TestRuntime {
             case "exec":
                 Process p = new ProcessBuilder("/bin/sh", "-c", "exit " + req).start();
                 return bytes(Integer.toString(p.waitFor()));
+            case "exit":
+                System.exit(Integer.parseInt(req));
+                return null;
             case "marker":
                 return bytes(System.getProperty("jtest.marker", "none"));
             case "cancelled":
