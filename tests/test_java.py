@@ -21,7 +21,8 @@ import pytest
 
 from conftest import location
 from harness import (BUILD, MEMCHECK, WORKER_USER, check_signals_reach_nginx,
-                     wait_for)
+                     free_port, wait_for)
+from services import PostgresServer
 
 JAVA = os.path.join(BUILD, "lib_nonblocking_ffi_java.so")
 JAR = os.path.join(BUILD, "java", "nonblocking-ffi.jar")
@@ -598,3 +599,103 @@ def test_a_class_path_entry_with_a_star_is_every_jar_of_its_folder(
         ),
     )
     assert srv.get("/t").strip() == "true 'from a jar x'"
+
+
+# --- the JDBC example against a real PostgreSQL ---------------------------
+
+PG_JDBC = "/usr/share/java/postgresql.jar"
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def jdbc_locations(url, pool=4):
+    load = r"""
+        local db = assert(jload("example.Jdbc,init,%d %s"))
+    """ % (pool, url)
+    return java_location("/sql", load + r"""
+        ngx.req.read_body()
+        local method = ngx.var.arg_m
+        local t0 = ngx.now()
+        show(db[method](db, ngx.req.get_body_data()))
+    """) + java_location("/sleep", load + r"""
+        -- n calls of pg_sleep at once
+        ngx.update_time()
+        local t0 = ngx.now()
+        local n = count_true(tonumber(ngx.var.arg_n), function()
+            return (db:query("select pg_sleep(0.5)"))
+        end)
+        ngx.update_time()
+        ngx.say(n, " ", ngx.now() - t0)
+    """) + java_location("/unload", load + "db:__unload() show(db:get('x'))")
+
+
+def test_jdbc_example_end_to_end(nginx, postgres):
+    if not os.path.exists(PG_JDBC):
+        pytest.fail(PG_JDBC + " is missing: run make -C shims/java deps")
+    srv = nginx(
+        main=java_main(classpath=EXAMPLES + ":" + PG_JDBC),
+        server=jdbc_locations(postgres.jdbc_url),
+    )
+
+    def sql(method, body):
+        status, out = srv.request("/sql?m=" + method, method="POST",
+                                  body=body)
+        assert status == 200, out
+        return out.decode("latin-1").rstrip("\n")
+
+    assert sql("exec", b"delete from kv") in ("true '0'", "true '1'")
+    assert sql("put", b"greeting=hello\0\xffworld") == "true '1'"
+    assert sql("put", b"greeting=hello again") == "true '1'"
+    assert sql("put", b"bin=\0\x01\x02") == "true '1'"
+    assert sql("get", b"greeting") == "true 'hello again'"
+    assert sql("get", b"bin") == "true '\0\x01\x02'"
+    assert sql("get", b"absent") == "true nil"
+    assert sql("query", b"select k, length(v) as n from kv order by k") == (
+        "true 'k\tn\nbin\t3\ngreeting\t11'")
+    # the rows are in the real database
+    assert postgres.sql("select encode(v, 'escape') from kv "
+                        "where k = 'greeting'") == "hello again"
+    assert sql("query", b"select nosuch") == (
+        "false 2 '42703: ERROR: column \"nosuch\" does not exist\n"
+        "  Position: 8'")
+    assert sql("put", b"no equals sign") == "false 400 'put needs key=value'"
+    assert sql("nosuch", b"") == "false 404 'no method nosuch'"
+
+    # four connections: four half-second queries at once take about half
+    # a second, not two
+    n, took = srv.get("/sleep?n=4").split()
+    assert n == "4" and float(took) < 1.5, took
+    srv.wait_log(r"\[info\] .*jdbc: serving 4 connections to "
+                 r"jdbc:postgresql://127.0.0.1:%d/" % postgres.port)
+
+    # unload closes the pool: its connections leave the server
+    def connections():
+        return int(postgres.sql(
+            "select count(*) from pg_stat_activity "
+            "where application_name = 'PostgreSQL JDBC Driver'"))
+
+    assert connections() == 4
+    assert srv.get("/unload").strip() == "false 'unloaded'"
+    srv.wait_log(r"\[info\] .*jdbc: connections closed")
+    wait_for(lambda: connections() == 0, 10, "the connections to close")
+
+
+def test_jdbc_example_load_fails_without_the_database(nginx):
+    port = free_port()
+    srv = nginx(
+        main=java_main(classpath=EXAMPLES + ":" + PG_JDBC),
+        server=java_location("/t", r"""
+        show(jload("example.Jdbc,init,2 jdbc:postgresql://127.0.0.1:%d/x"))
+    """ % port),
+    )
+    assert srv.get("/t").strip() == "nil '%s'" % (LOAD_FAILED % 6)
+    srv.wait_log(r"\[error\] .*nonblocking_ffi java: example.Jdbc.init\(\) "
+                 r"threw .*:\norg.postgresql.util.PSQLException: Connection "
+                 r"to 127.0.0.1:%d refused" % port)

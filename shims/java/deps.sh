@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-2-Clause
 # Installs what the Java loader needs, only when it is missing: a JDK
-# (javac, jni.h, libjvm.so) and Maven from Debian, then the Maven plugins
+# (javac, jni.h, libjvm.so) and Maven from Debian (and for the JDBC
+# example, Debian's PostgreSQL JDBC driver and server), then the Maven plugins
 # that build the API jar, into Maven's cache (~/.m2), so that later builds
 # work offline.
 set -euo pipefail
@@ -11,6 +12,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 missing=()
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# the JDBC example: its driver, and the server the tests start
+for p in libpostgresql-jdbc-java postgresql; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
+            | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "deps (java): installing ${missing[*]}"
