@@ -699,3 +699,28 @@ def test_jdbc_example_load_fails_without_the_database(nginx):
     srv.wait_log(r"\[error\] .*nonblocking_ffi java: example.Jdbc.init\(\) "
                  r"threw .*:\norg.postgresql.util.PSQLException: Connection "
                  r"to 127.0.0.1:%d refused" % port)
+
+
+def test_a_task_dropped_without_an_answer_is_answered(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,initLowLevel"))
+        local dropped = ngx.thread.spawn(function() return rt:drop(nil, 20) end)
+        -- the next calls find the dropped Task unreachable and collect it
+        for i = 1, 100 do
+            local ok, res = rt:gc()
+            if rt:__pending() == 0 then break end
+            ngx.sleep(0.05)
+        end
+        show(ngx.thread.wait(dropped))
+    """,
+        ),
+    )
+    assert srv.get("/t").strip() == (
+        "true false 1 'the Java runtime dropped the call without answering "
+        "it'")
+    srv.wait_log(r'\[warn\] .*nonblocking_ffi java: a call of method "drop" '
+                 r"was dropped without an answer: answered with rc 1")

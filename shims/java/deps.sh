@@ -39,5 +39,12 @@ fi
 
 echo "deps (java): fetching the Maven plugins into ~/.m2"
 cd "$here"
-mvn -q -B --no-transfer-progress -Dstyle.color=never package >/dev/null
+log=$(mktemp)
+if ! mvn -q -B --no-transfer-progress -Dstyle.color=never package \
+        >"$log" 2>&1; then
+    cat "$log"
+    rm -f "$log"
+    exit 1
+fi
+rm -f "$log"
 cp "$here/pom.xml" "$stamp"

@@ -85,6 +85,24 @@ public final class TestRuntime {
                 .serve(TestRuntime::handle);
     }
 
+    /** The low level: one thread polls; "drop" drops its task. */
+    public static void initLowLevel(String rest, long queue) {
+        Queue q = Queue.of(queue);
+        Thread t = new Thread(() -> {
+            for (Task task = q.poll(); task != null; task = q.poll()) {
+                if (task.method().equals("drop")) {
+                    continue;
+                }
+                if (task.method().equals("gc")) {
+                    System.gc();
+                }
+                task.respond(0, task.method());
+            }
+        }, "jtest-low-level");
+        t.setDaemon(true);
+        t.start();
+    }
+
     public static void initThrows(String rest, long queue) {
         throw new IllegalStateException("init failed as asked: " + rest);
     }
