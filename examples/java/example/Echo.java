@@ -22,7 +22,7 @@ import nonblocking.ffi.Task;
  * </pre>
  *
  * <p>init serves on a pool of threads (the number after the second comma, 8
- * without it); initAsync answers from CompletableFutures, where "sleep"
+ * without it; 0 answers on the poll thread); initAsync answers from CompletableFutures, where "sleep"
  * waits without holding a thread. The class path must hold the compiled
  * examples (build/java/examples): nginx.conf has "env
  * NFFI_JAVA_CLASSPATH=/path/to/build/java/examples;".
@@ -67,11 +67,20 @@ public final class Echo {
         }
     }
 
-    /** cfg "example.Echo,init[,threads]". */
+    /**
+     * cfg "example.Echo,init[,threads]": 0 threads runs the handler on the
+     * poll thread itself (the fastest for calls that never block).
+     */
     public static void init(String rest, long queue) {
         int threads = rest == null ? 8 : Integer.parseInt(rest);
-        Server.builder(Queue.of(queue)).threads(threads).serve(Echo::handle);
-        LOG.info("serving on " + threads + " threads");
+        Server.Builder server = Server.builder(Queue.of(queue));
+        if (threads == 0) {
+            server.executor(Runnable::run).serve(Echo::handle);
+            LOG.info("serving on the poll thread");
+        } else {
+            server.threads(threads).serve(Echo::handle);
+            LOG.info("serving on " + threads + " threads");
+        }
     }
 
     /** cfg "example.Echo,initAsync". */
