@@ -724,3 +724,4 @@ def test_a_task_dropped_without_an_answer_is_answered(nginx):
         "it'")
     srv.wait_log(r'\[warn\] .*nonblocking_ffi java: a call of method "drop" '
                  r"was dropped without an answer: answered with rc 1")
+
