@@ -7,6 +7,7 @@ Test classes are compiled into a folder that nginx workers (user nobody)
 can read.
 """
 
+import glob
 import http.client
 import os
 import re
@@ -516,9 +517,27 @@ def test_signals_and_children_with_a_jvm_and_calls_in_flight(nginx):
     """),
     )
     worker = srv.worker_pids()[0]
+    assert srv.get("/pid").strip() == "true '%d'" % worker
     # HotSpot's suspend/resume signal is not USR2 (nginx's binary upgrade)
     caught = caught_signals(worker)
     assert 40 in caught, caught
+    # no attach socket, no perf data file
+    assert not os.path.exists("/tmp/.java_pid%d" % worker)
+    assert not glob.glob("/tmp/hsperfdata_*/%d" % worker)
+    # every JVM thread blocks nginx's signals: they land on the main thread
+    nginx_signals = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
+                     signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
+                     signal.SIGALRM, signal.SIGCHLD, signal.SIGWINCH,
+                     signal.SIGIO}
+    threads = [int(t) for t in os.listdir("/proc/%d/task" % worker)
+               if int(t) != worker]
+    assert len(threads) >= 5, threads
+    for tid in threads:
+        with open("/proc/%d/task/%d/status" % (worker, tid)) as f:
+            blocked = int(re.search(r"SigBlk:\s*([0-9a-f]+)",
+                                    f.read()).group(1), 16)
+        assert all(blocked & (1 << (s - 1)) for s in nginx_signals), (
+            tid, hex(blocked))
     assert srv.get("/exec").strip() == "10 10"
 
     # 20 calls in flight in the old worker when the HUP comes

@@ -57,6 +57,10 @@
 #define NFFI_JAVA_JAR         "java/nonblocking-ffi.jar"
 
 
+/* nffi_java_create() failed after the JVM started */
+#define NFFI_JAVA_NO_API       -2
+
+
 #define NFFI_JAVA_NOT_STARTED  0
 #define NFFI_JAVA_RUNNING      1
 #define NFFI_JAVA_FAILED       2
@@ -284,6 +288,17 @@ nffi_java_thread(void *arg)
     pthread_mutex_lock(&nffi_java_lock);
     nffi_java_state = rc == 0 ? NFFI_JAVA_RUNNING : NFFI_JAVA_FAILED;
     pthread_cond_broadcast(&nffi_java_cond);
+
+    if (rc == NFFI_JAVA_NO_API) {
+        /*
+         * The JVM runs, without the API: this thread stays attached to it
+         * and idle (a thread must not end attached), for no more loads.
+         */
+        for ( ;; ) {
+            pthread_cond_wait(&nffi_java_cond, &nffi_java_lock);
+        }
+    }
+
     pthread_mutex_unlock(&nffi_java_lock);
 
     if (rc != 0) {
@@ -322,7 +337,7 @@ nffi_java_create(JNIEnv **envp)
     jsize                  found;
     JavaVM                *vm, *vms[1];
     const char            *home;
-    JavaVMOption           options[NFFI_JAVA_MAX_OPTS + 6];
+    JavaVMOption           options[NFFI_JAVA_MAX_OPTS + 7];
     JavaVMInitArgs         args;
     nffi_java_create_pt    create;
     nffi_java_created_pt   created;
@@ -374,6 +389,8 @@ nffi_java_create(JNIEnv **envp)
     options[n++].optionString = "-Xrs";
     /* no /tmp/hsperfdata_<user>/<pid> file per worker */
     options[n++].optionString = "-XX:-UsePerfData";
+    /* with -Xrs HotSpot listens on /tmp/.java_pid<pid> from the start */
+    options[n++].optionString = "-XX:+DisableAttachMechanism";
     options[n++].optionString = cp;
     options[n].optionString = "vfprintf";
     options[n++].extraInfo = (void *) nffi_java_vfprintf;
@@ -397,7 +414,7 @@ nffi_java_create(JNIEnv **envp)
         for (p = strtok_r(opts, " \t\n", &save); p;
              p = strtok_r(NULL, " \t\n", &save))
         {
-            if (n == NFFI_JAVA_MAX_OPTS + 6) {
+            if (n == NFFI_JAVA_MAX_OPTS + 7) {
                 nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
                               "nonblocking_ffi java: more than %d options "
                               "in NFFI_JAVA_OPTS", NFFI_JAVA_MAX_OPTS);
@@ -434,7 +451,7 @@ nffi_java_create(JNIEnv **envp)
     }
 
     if (nffi_java_bootstrap(*envp) != 0) {
-        return -1;
+        return NFFI_JAVA_NO_API;
     }
 
     nffi_java_log(NONBLOCKING_FFI_LOG_INFO,
