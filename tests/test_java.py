@@ -744,3 +744,25 @@ def test_a_task_dropped_without_an_answer_is_answered(nginx):
     srv.wait_log(r'\[warn\] .*nonblocking_ffi java: a call of method "drop" '
                  r"was dropped without an answer: answered with rc 1")
 
+
+
+def test_unload_waits_for_calls_in_flight_before_on_stop(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,initAsync"))
+        -- posted before the unload (queued calls are still handed out),
+        -- answered 300 ms after it
+        local call = ngx.thread.spawn(function() return rt:sleep("300") end)
+        rt:__unload()
+        show(ngx.thread.wait(call))
+    """,
+        ),
+    )
+    assert srv.get("/t").strip() == "true true '300'"
+    srv.wait_log(r"\[info\] .*jtest: async stopped")
+    log = srv.log()
+    assert log.index("jtest: answering sleep") < log.index(
+        "jtest: async stopped")

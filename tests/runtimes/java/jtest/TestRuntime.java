@@ -2,6 +2,8 @@
 package jtest;
 
 import java.nio.charset.StandardCharsets;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 import nonblocking.ffi.NginxLog;
@@ -83,6 +85,17 @@ public final class TestRuntime {
                 .threads(threads)
                 .onStop(() -> LOG.info("stopped: " + queue))
                 .serve(TestRuntime::handle);
+    }
+
+    /** cfg "jtest.TestRuntime,initAsync": "sleep" answers from a future. */
+    public static void initAsync(String rest, long queue) {
+        Server.builder(Queue.of(queue))
+                .onStop(() -> LOG.info("async stopped"))
+                .serveAsync(task -> CompletableFuture.supplyAsync(() -> {
+                    LOG.info("answering " + task.method());
+                    return task.request();
+                }, CompletableFuture.delayedExecutor(
+                        Long.parseLong(task.requestText()), TimeUnit.MILLISECONDS)));
     }
 
     /** The low level: one thread polls; "drop" drops its task. */

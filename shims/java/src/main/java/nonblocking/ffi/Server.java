@@ -32,8 +32,9 @@ import java.util.logging.Logger;
  * them (21+), else a pool of {@code threads} daemon threads. An async
  * handler runs on the poll thread and answers when its future completes.
  * A handler's exception answers the call with rc != 0; it never ends a
- * poll thread. Once the runtime is unloaded, the calls already taken are
- * answered, the default executor shuts down and onStop runs.
+ * poll thread. Once the runtime is unloaded and every call taken was
+ * answered (futures included), the default executor shuts down and onStop
+ * runs.
  */
 public final class Server {
 
@@ -47,7 +48,8 @@ public final class Server {
     private final ExecutorService ownExecutor;
     private final Runnable onStop;
     private final int batch;
-    private final AtomicInteger running = new AtomicInteger();
+    // poll threads running, plus one for each call taken and not answered
+    private final AtomicInteger busy = new AtomicInteger();
     private final CountDownLatch stopped = new CountDownLatch(1);
 
     private Server(Builder b, Handler handler, AsyncHandler asyncHandler) {
@@ -64,7 +66,7 @@ public final class Server {
             this.ownExecutor = defaultExecutor(b.threads, "nffi-" + id + "-worker-");
             this.executor = ownExecutor;
         }
-        running.set(b.pollers);
+        busy.set(b.pollers);
         for (int i = 0; i < b.pollers; i++) {
             Thread t = new Thread(this::pollLoop, "nffi-" + id + "-poll-" + i);
             t.setDaemon(true);
@@ -141,7 +143,7 @@ public final class Server {
             return this;
         }
 
-        /** Runs once the runtime is unloaded and its pollers ended. */
+        /** Runs once the runtime is unloaded and every call answered. */
         public Builder onStop(Runnable onStop) {
             this.onStop = Objects.requireNonNull(onStop, "onStop");
             return this;
@@ -185,19 +187,21 @@ public final class Server {
                 }
             }
         } finally {
-            if (running.decrementAndGet() == 0) {
-                stop();
-            }
+            done();
+        }
+    }
+
+    /** One poll thread ended, or one call was answered. */
+    private void done() {
+        if (busy.decrementAndGet() == 0) {
+            stop();
         }
     }
 
     private void dispatch(Task task) {
+        busy.incrementAndGet();
         if (asyncHandler != null) {
             runAsync(task);
-            return;
-        }
-        if (executor == null) {
-            run(task);
             return;
         }
         try {
@@ -206,6 +210,7 @@ public final class Server {
             fail(task, e instanceof RejectedExecutionException
                     ? new RejectedExecutionException("the executor refused the call", e)
                     : e);
+            done();
         }
     }
 
@@ -214,6 +219,8 @@ public final class Server {
             answer(task, handler.handle(task));
         } catch (Throwable e) {
             fail(task, e);
+        } finally {
+            done();
         }
     }
 
@@ -226,13 +233,18 @@ public final class Server {
             }
         } catch (Throwable e) {
             fail(task, e);
+            done();
             return;
         }
         stage.whenComplete((result, error) -> {
-            if (error != null) {
-                fail(task, error);
-            } else {
-                answer(task, result);
+            try {
+                if (error != null) {
+                    fail(task, error);
+                } else {
+                    answer(task, result);
+                }
+            } finally {
+                done();
             }
         });
     }
@@ -270,11 +282,11 @@ public final class Server {
         }
     }
 
+    /* the runtime is unloaded and every call taken was answered */
     private void stop() {
         try {
             if (ownExecutor != null) {
                 ownExecutor.shutdown();
-                ownExecutor.awaitTermination(1, TimeUnit.MINUTES);
             }
             if (onStop != null) {
                 onStop.run();
