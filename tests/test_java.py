@@ -727,7 +727,9 @@ def test_a_task_dropped_without_an_answer_is_answered(nginx):
             "/t",
             r"""
         local rt = assert(jload("jtest.TestRuntime,initLowLevel"))
-        local dropped = ngx.thread.spawn(function() return rt:drop(nil, 20) end)
+        local dropped = ngx.thread.spawn(function()
+            return rt:drop(nil, 20)
+        end)
         -- the next calls find the dropped Task unreachable and collect it
         for i = 1, 100 do
             local ok, res = rt:gc()

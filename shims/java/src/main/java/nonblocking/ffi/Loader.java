@@ -48,7 +48,8 @@ final class Loader {
         System.setOut(new PrintStream(new LineStream(NginxLog.INFO), true, StandardCharsets.UTF_8));
         System.setErr(new PrintStream(new LineStream(NginxLog.ERR), true, StandardCharsets.UTF_8));
         Thread.setDefaultUncaughtExceptionHandler(
-                (thread, e) -> error("uncaught exception in thread \"" + thread.getName() + "\"", e));
+                (thread, e) -> error(
+                        "uncaught exception in thread \"" + thread.getName() + "\"", e));
     }
 
     /** The rc of the load: 0 when the method returned (void or 0). */

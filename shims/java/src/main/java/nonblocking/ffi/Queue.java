@@ -65,7 +65,8 @@ public final class Queue {
      */
     public List<Task> pollBatch(int max) {
         if (max < 1 || max > POLL_BATCH_MAX) {
-            throw new IllegalArgumentException("max must be 1 to " + POLL_BATCH_MAX + ", not " + max);
+            throw new IllegalArgumentException(
+                    "max must be 1 to " + POLL_BATCH_MAX + ", not " + max);
         }
         long[] tasks = new long[max];
         int n = Native.pollBatch(handle, tasks);
