@@ -23,9 +23,9 @@ import nonblocking.ffi.Task;
  *
  * <p>init serves on a pool of threads (the number after the second comma, 8
  * without it; 0 answers on the poll thread); initAsync answers from
- * CompletableFutures, where "sleep" waits without holding a thread. The class path must hold the compiled
- * examples (build/java/examples): nginx.conf has "env
- * NFFI_JAVA_CLASSPATH=/path/to/build/java/examples;".
+ * CompletableFutures, where "sleep" waits without holding a thread. The
+ * class path must hold the compiled examples (build/java/examples):
+ * nginx.conf has "env NFFI_JAVA_CLASSPATH=/path/to/build/java/examples;".
  */
 public final class Echo {
 
