@@ -60,6 +60,7 @@ class Demo:
     def __init__(self, folder):
         self.port = free_port()
         self.etcd_port = free_port()
+        self.pg_port = free_port()
         self.output = os.path.join(str(folder), "run-demo.out")
         self.proc = None
         self.quit_pid = None
@@ -69,7 +70,8 @@ class Demo:
             self.proc = subprocess.Popen(
                 [os.path.join(REPO, "scripts", "run-demo.sh")],
                 env=dict(os.environ, PORT=str(self.port),
-                         ETCD_PORT=str(self.etcd_port)),
+                         ETCD_PORT=str(self.etcd_port),
+                         PG_PORT=str(self.pg_port)),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True, preexec_fn=reset_signals)
         return self
@@ -167,6 +169,12 @@ def test_demo_answers_like_the_readme_says(demo):
         assert get("/java/sleep?250") == "true 250\n"
         assert get("/java/fail?x") == ("false 1 java.lang.IllegalArgumentException:"
                                        " failing as asked\n")
+    if os.path.exists(JAVA):
+        # PostgreSQL starts beside nginx: the first put may come before it
+        wait_for(lambda: (get("/java/jdbc/put?key=a&value=x%00y") or "")
+                 .startswith("true"), 30, "PostgreSQL through the demo")
+        assert get("/java/jdbc/get?key=a") == "true x\0y\n"
+        assert get("/java/jdbc/get?key=b") == "true nil\n"
     # etcd starts beside nginx: the first put may come before it is up
     wait_for(lambda: (get("/go/etcd/put?key=/demo/a&value=1") or "")
              .startswith("{"), 30, "etcd through the demo")
