@@ -60,7 +60,10 @@ class Demo:
     def __init__(self, folder):
         self.port = free_port()
         self.etcd_port = free_port()
+        # etcd listens on etcd_port + 1 too, and free ports come in a row
         self.pg_port = free_port()
+        while self.pg_port in (self.port, self.etcd_port + 1):
+            self.pg_port = free_port()
         self.output = os.path.join(str(folder), "run-demo.out")
         self.proc = None
         self.quit_pid = None
