@@ -144,13 +144,15 @@ def classes():
     shutil.rmtree(folder)
 
 
-@pytest.mark.parametrize("option,message", [
-    ("-Xbogus", r"Unrecognized option: -Xbogus"),
-    ("-Xmx1k", r"Too small maximum heap"),
+@pytest.mark.parametrize("env,message", [
+    ("NFFI_JAVA_OPTS=-Xbogus", r"Unrecognized option: -Xbogus"),
+    ("NFFI_JAVA_OPTS=-Xmx1k", r"Too small maximum heap"),
+    ("JAVA_HOME=/nonexistent", r"nonblocking_ffi java: cannot load the JVM: "
+     r"/nonexistent/lib/server/libjvm.so: cannot open shared object file"),
 ])
-def test_a_jvm_that_cannot_start_fails_every_load(nginx, option, message):
+def test_a_jvm_that_cannot_start_fails_every_load(nginx, env, message):
     srv = nginx(
-        main=java_main(extra="env NFFI_JAVA_OPTS=%s;" % option),
+        main=java_main(extra="env %s;" % env),
         server=java_location(
             "/t",
             r"""
@@ -167,7 +169,9 @@ def test_a_jvm_that_cannot_start_fails_every_load(nginx, option, message):
         str(worker),
     ]
     srv.wait_log(r"\[error\] .*" + message)
-    srv.wait_log(r"\[error\] .*nonblocking_ffi java: the JVM did not start")
+    if "JAVA_HOME" not in env:
+        srv.wait_log(r"\[error\] .*nonblocking_ffi java: the JVM did not "
+                     r"start")
     srv.wait_log(r"\[error\] .*nonblocking_ffi java: the JVM failed to start "
                  r"in this worker before")
     # the same worker still serves
@@ -768,3 +772,32 @@ def test_unload_waits_for_calls_in_flight_before_on_stop(nginx):
     log = srv.log()
     assert log.index("jtest: answering sleep") < log.index(
         "jtest: async stopped")
+
+
+def test_jvm_options_and_class_path_from_the_environment(nginx, classes):
+    extra = classes.compile({"reload.Reloaded": RELOADED % "extra"})
+    srv = nginx(
+        main=java_main(extra="env \"NFFI_JAVA_OPTS=-Dnffi.a=one "
+                             "-Dnffi.b=two -Xmx64m\";\n"
+                             "env CLASSPATH=%s;" % extra),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,init"))
+        show(rt:property("nffi.a"))
+        show(rt:property("nffi.b"))
+        show(rt:property("java.class.path"))
+        local ok, mb = rt:maxMemoryMb()
+        ngx.say(tonumber(mb) <= 64)
+        -- a class found through CLASSPATH
+        show(assert(jload("reload.Reloaded,init,y")):version())
+    """,
+        ),
+    )
+    assert srv.get("/t").splitlines() == [
+        "true 'one'",
+        "true 'two'",
+        "true '%s:%s:%s:%s'" % (JAR, EXAMPLES, TESTS, extra),
+        "true",
+        "true 'extra y'",
+    ]

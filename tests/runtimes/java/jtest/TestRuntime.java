@@ -64,6 +64,10 @@ public final class TestRuntime {
             case "exit":
                 System.exit(Integer.parseInt(req));
                 return null;
+            case "property":
+                return bytes(String.valueOf(System.getProperty(req)));
+            case "maxMemoryMb":
+                return bytes(Long.toString(Runtime.getRuntime().maxMemory() >> 20));
             case "marker":
                 return bytes(System.getProperty("jtest.marker", "none"));
             case "cancelled":
