@@ -106,4 +106,4 @@ bench-smoke: all $(BUILD)/echo_server
 
 clean:
 	$(MAKE) -C examples/go clean
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) shims/java/target
