@@ -56,7 +56,15 @@ public final class Queue {
      */
     public Task poll() {
         long task = Native.poll(handle);
-        return task == 0 ? null : new Task(task);
+        if (task == 0) {
+            return null;
+        }
+        try {
+            return new Task(task);
+        } catch (Throwable e) {
+            refuse(task);
+            throw e;
+        }
     }
 
     /**
@@ -75,9 +83,29 @@ public final class Queue {
         }
         List<Task> list = new ArrayList<>(n);
         for (int i = 0; i < n; i++) {
-            list.add(new Task(tasks[i]));
+            try {
+                list.add(new Task(tasks[i]));
+            } catch (Throwable e) {
+                // no memory for the request: these calls fail, not wait
+                for (int j = i; j < n; j++) {
+                    refuse(tasks[j]);
+                }
+                if (list.isEmpty()) {
+                    throw e;
+                }
+                break;
+            }
         }
         return list;
+    }
+
+    private static final byte[] NO_MEMORY =
+            "nonblocking_ffi java: no memory for the call's Task"
+                    .getBytes(java.nio.charset.StandardCharsets.UTF_8);
+
+    /** Answers a task that could not become a Task with rc 1. */
+    private static void refuse(long task) {
+        Native.respond(task, 1, NO_MEMORY);
     }
 
     @Override
