@@ -801,3 +801,35 @@ def test_jvm_options_and_class_path_from_the_environment(nginx, classes):
         "true",
         "true 'extra y'",
     ]
+
+
+NEWER_JDKS = sorted(glob.glob("/usr/lib/jvm/*-2[1-9]-*")
+                    + glob.glob("/usr/lib/jvm/*-2[1-9]"))
+NEWER_JDK = next((j for j in NEWER_JDKS
+                  if os.path.exists(j + "/lib/server/libjvm.so")), None)
+
+
+@pytest.mark.skipif(NEWER_JDK is None,
+                    reason="no JDK 21 or later in /usr/lib/jvm")
+def test_a_newer_jvm_from_java_home_serves_on_virtual_threads(nginx):
+    srv = nginx(
+        main=java_main(extra="env JAVA_HOME=%s;" % NEWER_JDK),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.TestRuntime,init"))
+        show(rt:property("java.home"))
+        local ok, thread = rt:thread()
+        ngx.say(ok, " ", thread:match("^VirtualThread") ~= nil)
+        show(rt:echo_is_not_a_method())
+    """,
+        ),
+    )
+    worker = srv.worker_pids()[0]
+    assert srv.get("/t").splitlines() == [
+        "true '%s'" % NEWER_JDK,
+        "true true",
+        "true 'no method echo_is_not_a_method'",
+    ]
+    # its suspend/resume signal is moved too
+    assert 40 in caught_signals(worker)

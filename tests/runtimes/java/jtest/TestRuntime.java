@@ -68,6 +68,8 @@ public final class TestRuntime {
                 return bytes(String.valueOf(System.getProperty(req)));
             case "maxMemoryMb":
                 return bytes(Long.toString(Runtime.getRuntime().maxMemory() >> 20));
+            case "thread":
+                return bytes(Thread.currentThread().toString());
             case "marker":
                 return bytes(System.getProperty("jtest.marker", "none"));
             case "cancelled":
