@@ -306,7 +306,7 @@ needs_nobody = pytest.mark.skipif(
 
 
 @needs_nobody
-def test_a_class_path_the_worker_cannot_read_is_named(nginx, classes):
+def test_a_class_path_the_worker_cannot_read_is_named(nginx):
     private = tempfile.mkdtemp(prefix="nffi-private-")
     try:
         os.chmod(private, 0o700)
@@ -645,7 +645,6 @@ def jdbc_locations(url, pool=4):
     return java_location("/sql", load + r"""
         ngx.req.read_body()
         local method = ngx.var.arg_m
-        local t0 = ngx.now()
         show(db[method](db, ngx.req.get_body_data()))
     """) + java_location("/sleep", load + r"""
         -- n calls of pg_sleep at once
