@@ -832,3 +832,47 @@ def test_a_newer_jvm_from_java_home_serves_on_virtual_threads(nginx):
     ]
     # its suspend/resume signal is moved too
     assert 40 in caught_signals(worker)
+
+
+def nffi_threads(pid):
+    """The threads of the API's servers (poll threads, default pools)."""
+    names = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name.startswith("nffi-"):
+            names.append(name)
+    return names
+
+
+def test_load_and_unload_cycles_leave_no_threads_behind(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/cycle",
+            r"""
+        for i = 1, tonumber(ngx.var.arg_n) do
+            local rt = assert(jload("jtest.TestRuntime,init,4"))
+            -- four calls at once: the pool starts its four threads
+            local n = count_true(4, function()
+                return (rt:sleep("20"))
+            end)
+            assert(n == 4)
+            if ngx.var.arg_unload then rt:__unload() end
+        end
+        ngx.say("ok")
+    """,
+        ),
+    )
+    worker = srv.worker_pids()[0]
+    # a loaded runtime: its poll thread and four pool threads
+    assert srv.get("/cycle?n=1").strip() == "ok"
+    assert len(nffi_threads(worker)) == 5, nffi_threads(worker)
+    assert srv.get("/cycle?n=20&unload=1").strip() == "ok"
+    srv.wait_log(r"jtest: stopped: ", count=20)
+    # every unloaded runtime's poll thread and pool end
+    wait_for(lambda: not nffi_threads(worker), 10,
+             "the threads of 20 unloaded runtimes to end")
