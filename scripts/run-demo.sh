@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-2-Clause
 # Serves examples/nginx/demo.conf in the foreground on 127.0.0.1:$PORT,
-# with an etcd on 127.0.0.1:$ETCD_PORT for the Go etcd example and a
+# with an etcd on 127.0.0.1:$ETCD_PORT (its peers: $ETCD_PEER_PORT, by
+# default the next port) for the Go etcd example and a
 # PostgreSQL on 127.0.0.1:$PG_PORT for the Java JDBC example.
 set -euo pipefail
 
@@ -48,7 +49,7 @@ stop() {
 trap stop EXIT
 
 if command -v etcd >/dev/null; then
-    peer=http://127.0.0.1:$((etcd_port + 1))
+    peer=http://127.0.0.1:${ETCD_PEER_PORT:-$((etcd_port + 1))}
     etcd --name demo --data-dir "$prefix/etcd" \
         --listen-client-urls "http://127.0.0.1:$etcd_port" \
         --advertise-client-urls "http://127.0.0.1:$etcd_port" \

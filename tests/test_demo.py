@@ -60,10 +60,12 @@ class Demo:
     def __init__(self, folder):
         self.port = free_port()
         self.etcd_port = free_port()
-        # etcd listens on etcd_port + 1 too, and free ports come in a row
-        self.pg_port = free_port()
-        while self.pg_port in (self.port, self.etcd_port + 1):
-            self.pg_port = free_port()
+        # ports handed out one after the other are often neighbours: the
+        # etcd peers' port is one of those, not etcd_port + 1, which the
+        # kernel may just have given to a connection
+        self.ports = {self.port, self.etcd_port}
+        self.etcd_peer_port = self.another_port()
+        self.pg_port = self.another_port()
         self.output = os.path.join(str(folder), "run-demo.out")
         self.proc = None
         self.quit_pid = None
@@ -74,10 +76,18 @@ class Demo:
                 [os.path.join(REPO, "scripts", "run-demo.sh")],
                 env=dict(os.environ, PORT=str(self.port),
                          ETCD_PORT=str(self.etcd_port),
+                         ETCD_PEER_PORT=str(self.etcd_peer_port),
                          PG_PORT=str(self.pg_port)),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True, preexec_fn=reset_signals)
         return self
+
+    def another_port(self):
+        port = free_port()
+        while port in self.ports:
+            port = free_port()
+        self.ports.add(port)
+        return port
 
     def script_output(self):
         with open(self.output, errors="replace") as f:
