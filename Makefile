@@ -30,10 +30,11 @@ PYTEST     ?= python3 -m pytest
 SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps go python run test test-unit test-integration test-memcheck bench soak fuzz \
+.PHONY: all deps go python java run test test-unit test-integration \
+        test-memcheck bench soak fuzz \
         bench-smoke clean
 
-all: $(MODULE) $(EXAMPLE) $(FIXTURES) go python
+all: $(MODULE) $(EXAMPLE) $(FIXTURES) go python java
 
 # built beside the target, then renamed over it: a running nginx that has
 # the old library mapped keeps it intact
@@ -70,6 +71,14 @@ go:
 python:
 	$(MAKE) -s -C shims/python all
 
+# the Java loader, its API jar and examples (docs/java.md)
+java:
+	@if command -v javac >/dev/null && command -v mvn >/dev/null; then \
+	    $(MAKE) -s -C shims/java all; \
+	else \
+	    echo "java: skipped: javac or mvn missing (make -C shims/java deps)"; \
+	fi
+
 $(BUILD)/echo_server: bench/echo_server.c
 	mkdir -p $(BUILD)
 	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
@@ -78,6 +87,7 @@ deps:
 	@scripts/deps.sh
 	@$(MAKE) -s -C examples/go deps
 	@$(MAKE) -s -C shims/python deps
+	@$(MAKE) -s -C shims/java deps
 
 run: deps all
 	PORT=$(PORT) scripts/run-demo.sh
@@ -112,4 +122,4 @@ bench-smoke: all $(BUILD)/echo_server
 
 clean:
 	$(MAKE) -C examples/go clean
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) shims/java/target

@@ -35,16 +35,20 @@ from harness import WORKER_USER  # noqa: E402
 BUILD = os.path.join(REPO, "build")
 RESULTS = os.path.join(REPO, "bench", "results")
 
-PATHS = ["ffi", "go", "python", "unix", "tcp", "thread", "floor"]
+PATHS = ["ffi", "go", "python", "java", "unix", "tcp", "thread", "floor"]
 PATH_NAMES = {
     "ffi": "(a) nonblocking_ffi, C echo runtime",
     "go": "(a) nonblocking_ffi, Go echo runtime (sdk/go)",
     "python": "(a) nonblocking_ffi, Python echo (shims/python, 1 thread)",
+    "java": "(a) nonblocking_ffi, Java echo (shims/java, on the poll thread)",
     "unix": "(b) cosocket, unix socket sidecar",
     "tcp": "(c) cosocket, TCP loopback sidecar",
     "thread": "(d) ngx.run_worker_thread, Lua echo",
     "floor": "(e) floor: ngx.semaphore ping-pong",
 }
+# make java skips the Java loader without javac or mvn
+if not os.path.exists(os.path.join(BUILD, "lib_nonblocking_ffi_java.so")):
+    PATHS.remove("java")
 SIZES = [512, 4096, 10240, 102400]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -167,17 +171,29 @@ class Bench:
 
     # --- workloads
 
+    def resident_kb(self):
+        with open("/proc/%d/status" % self.worker) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
     def sequential(self):
         rows = []
         for size in SIZES:
             n = 300 if self.smoke else (20000 if size <= 10240 else 4000)
             for path in PATHS:
+                if path == "java" and size == SIZES[0]:
+                    # the worker before and after its JVM starts
+                    self.rss_before_jvm_kb = self.resident_kb()
                 r = self.checked_get("/sequential?path=%s&size=%d&n=%d"
                                      % (path, size, n))
                 rows.append({"path": path, "size": size, "calls": n,
                              "calls_per_s": int(r["calls_per_s"]),
                              "p50_us": float(r["p50_us"]),
                              "p99_us": float(r["p99_us"])})
+                if path == "java" and size == SIZES[0]:
+                    self.rss_with_jvm_kb = self.resident_kb()
         return rows
 
     def concurrent(self):
@@ -370,6 +386,15 @@ def markdown(results):
     lines += ["", "## CPU", ""]
     for key, value in results["cpu"].items():
         lines.append("- %s: %.3f" % (key, value))
+    memory = results.get("memory")
+    if memory:
+        lines += ["", "## Memory", "",
+                  "- the worker's resident memory before its JVM started: "
+                  "%d kB; with the JVM and the Java echo runtime: %d kB "
+                  "(+%d kB)" % (memory["worker_rss_kb_before_jvm"],
+                                memory["worker_rss_kb_with_jvm"],
+                                memory["worker_rss_kb_with_jvm"]
+                                - memory["worker_rss_kb_before_jvm"])]
     lines += ["", "## System calls per sequential 512 B call (strace -c -f "
               "on the worker, all threads; the most frequent)", ""]
     for path, counts in results.get("syscalls_per_call", {}).items():
@@ -436,6 +461,10 @@ def main():
                    "sequential": bench.sequential(),
                    "concurrent": bench.concurrent(),
                    "http": bench.http(), "cpu": bench.cpu()}
+        if "java" in PATHS:
+            results["memory"] = {
+                "worker_rss_kb_before_jvm": bench.rss_before_jvm_kb,
+                "worker_rss_kb_with_jvm": bench.rss_with_jvm_kb}
         n = 500 if args.smoke else 20000
         results["syscalls_per_call"] = {
             path: syscalls_per_call(bench, path, n)

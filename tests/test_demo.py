@@ -24,6 +24,8 @@ from harness import MEMCHECK, REPO, free_port, wait_for
 
 PREFIX = os.path.join(REPO, "build", "demo")
 ERROR_LOG = os.path.join(PREFIX, "logs", "error.log")
+# built by make java, skipped when javac or mvn is missing
+JAVA = os.path.join(REPO, "build", "lib_nonblocking_ffi_java.so")
 PID_FILE = os.path.join(PREFIX, "logs", "nginx.pid")
 
 
@@ -58,6 +60,12 @@ class Demo:
     def __init__(self, folder):
         self.port = free_port()
         self.etcd_port = free_port()
+        # ports handed out one after the other are often neighbours: the
+        # etcd peers' port is one of those, not etcd_port + 1, which the
+        # kernel may just have given to a connection
+        self.ports = {self.port, self.etcd_port}
+        self.etcd_peer_port = self.another_port()
+        self.pg_port = self.another_port()
         self.output = os.path.join(str(folder), "run-demo.out")
         self.proc = None
         self.quit_pid = None
@@ -67,10 +75,19 @@ class Demo:
             self.proc = subprocess.Popen(
                 [os.path.join(REPO, "scripts", "run-demo.sh")],
                 env=dict(os.environ, PORT=str(self.port),
-                         ETCD_PORT=str(self.etcd_port)),
+                         ETCD_PORT=str(self.etcd_port),
+                         ETCD_PEER_PORT=str(self.etcd_peer_port),
+                         PG_PORT=str(self.pg_port)),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True, preexec_fn=reset_signals)
         return self
+
+    def another_port(self):
+        port = free_port()
+        while port in self.ports:
+            port = free_port()
+        self.ports.add(port)
+        return port
 
     def script_output(self):
         with open(self.output, errors="replace") as f:
@@ -166,6 +183,17 @@ def test_demo_answers_like_the_readme_says(demo):
     assert get("/go/echo?hello") == "true hello\n"
     assert get("/python/upper?hello") == "true HELLO\n"
     assert get("/python/fail?x") == "false 1 ValueError: failing as asked\n"
+    if os.path.exists(JAVA):
+        assert get("/java/upper?hello") == "true HELLO\n"
+        assert get("/java/sleep?250") == "true 250\n"
+        assert get("/java/fail?x") == ("false 1 java.lang.IllegalArgumentException:"
+                                       " failing as asked\n")
+    if os.path.exists(JAVA):
+        # PostgreSQL starts beside nginx: the first put may come before it
+        wait_for(lambda: (get("/java/jdbc/put?key=a&value=x%00y") or "")
+                 .startswith("true"), 30, "PostgreSQL through the demo")
+        assert get("/java/jdbc/get?key=a") == "true x\0y\n"
+        assert get("/java/jdbc/get?key=b") == "true nil\n"
     # etcd starts beside nginx: the first put may come before it is up
     wait_for(lambda: (get("/go/etcd/put?key=/demo/a&value=1") or "")
              .startswith("{"), 30, "etcd through the demo")

@@ -103,6 +103,11 @@ local makers = {
                             true)()
     end,
 
+    -- the handler runs on the poll thread (examples/java, "init,0")
+    java = function()
+        return runtime_path(config.java, "example.Echo,init,0")()
+    end,
+
     unix = function() return socket_path({ unix = config.unix })() end,
 
     tcp = function() return socket_path({ port = config.tcp_port })() end,
