@@ -110,8 +110,21 @@ bench: deps all $(BUILD)/echo_server
 soak: deps all
 	python3 tests/soak.py --seconds $(SOAK_SECONDS)
 
-# Go's corpus: sdk/go/nffi/testdata/fuzz (copy new finds there to keep them)
-fuzz: deps all
+# libFuzzer targets (clang); their corpora are in tests/fuzz/corpus, where
+# make fuzz writes what it finds; Go's is sdk/go/nffi/testdata/fuzz
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
+               -fno-sanitize-recover=all -Ishims/common
+
+$(BUILD)/fuzz/shim_cfg_fuzz: tests/fuzz/shim_cfg_fuzz.c \
+                             shims/common/nffi_shim_cfg.c \
+                             shims/common/nffi_shim_cfg.h
+	mkdir -p $(BUILD)/fuzz
+	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/shim_cfg_fuzz.c \
+	    shims/common/nffi_shim_cfg.c
+
+fuzz: deps all $(BUILD)/fuzz/shim_cfg_fuzz
+	$(BUILD)/fuzz/shim_cfg_fuzz -max_total_time=$(FUZZ_SECONDS) \
+	    tests/fuzz/corpus/shim_cfg
 	cd sdk/go && go test -run '^$$' -fuzz FuzzSplitCfg \
 	    -fuzztime $(FUZZ_SECONDS)s ./nffi
 	python3 tests/fuzz_nginx.py --seconds $(FUZZ_SECONDS)

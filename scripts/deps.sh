@@ -4,7 +4,7 @@
 # only when they are missing: stock nginx with lua-nginx-module, the nginx
 # build tree and build dependencies, Debian's CPython for the Python loader,
 # the services the examples talk to (redis, etcd), load generator, memory
-# checker, strace for the benchmark's breakdown.  The language packages
+# checker, strace for the benchmark's breakdown, clang for libFuzzer.  The language packages
 # come from each part's own deps target (Makefile `deps`).
 set -euo pipefail
 
@@ -13,7 +13,7 @@ packages=(
     build-essential libpcre2-dev libssl-dev zlib1g-dev
     python3 python3-dev python3-venv
     redis-server etcd-server
-    wrk valgrind strace curl
+    wrk valgrind strace curl clang
 )
 
 missing=()

@@ -186,8 +186,8 @@ def test_demo_answers_like_the_readme_says(demo):
     if os.path.exists(JAVA):
         assert get("/java/upper?hello") == "true HELLO\n"
         assert get("/java/sleep?250") == "true 250\n"
-        assert get("/java/fail?x") == ("false 1 java.lang.IllegalArgumentException:"
-                                       " failing as asked\n")
+        assert get("/java/fail?x") == (
+            "false 1 java.lang.IllegalArgumentException: failing as asked\n")
     if os.path.exists(JAVA):
         # PostgreSQL starts beside nginx: the first put may come before it
         wait_for(lambda: (get("/java/jdbc/put?key=a&value=x%00y") or "")

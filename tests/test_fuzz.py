@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from harness import MEMCHECK, REPO
+from harness import BUILD, MEMCHECK, REPO
 
 FUZZ_NGINX = os.path.join(REPO, "tests", "fuzz_nginx.py")
+CORPUS = os.path.join(REPO, "tests", "fuzz", "corpus")
 
 
 @pytest.mark.skipif(MEMCHECK, reason="random load; valgrind is 20x slower")
@@ -30,3 +31,17 @@ def test_fuzz_go_cfg_split():
                           cwd=os.path.join(REPO, "sdk", "go"),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="no clang")
+@pytest.mark.parametrize("target", ["shim_cfg"])
+def test_libfuzzer(target, tmp_path):
+    binary = os.path.join(BUILD, "fuzz", target + "_fuzz")
+    built = subprocess.run(["make", "-s", binary], cwd=REPO,
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    # new finds go to a scratch folder; the repository's corpus seeds it
+    done = subprocess.run([binary, "-max_total_time=10", str(tmp_path),
+                           os.path.join(CORPUS, target)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]

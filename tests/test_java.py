@@ -750,7 +750,6 @@ def test_a_task_dropped_without_an_answer_is_answered(nginx):
                  r"was dropped without an answer: answered with rc 1")
 
 
-
 def test_unload_waits_for_calls_in_flight_before_on_stop(nginx):
     srv = nginx(
         main=java_main(),

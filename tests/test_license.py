@@ -6,8 +6,8 @@ import subprocess
 
 from harness import REPO
 
-# prose, data (fuzz corpora in testdata/) and generated files carry no
-# SPDX line
+# prose, data (fuzz corpora in testdata/ and corpus/) and generated files
+# carry no SPDX line
 NOT_SOURCE = (".md", ".json", ".svg", "go.sum", ".supp", ".gitignore")
 
 
@@ -19,7 +19,8 @@ def test_every_source_file_names_the_license():
     missing = []
     for name in files:
         if name == "LICENSE" or name.startswith("docs/") \
-                or "/testdata/" in name or name.endswith(NOT_SOURCE):
+                or "/testdata/" in name or "/corpus/" in name \
+                or name.endswith(NOT_SOURCE):
             continue
         with open(os.path.join(REPO, name), errors="replace") as f:
             head = [f.readline() for _ in range(3)]

@@ -31,6 +31,7 @@
  */
 
 #include "nffi_java.h"
+#include "nffi_shim_cfg.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -66,14 +67,6 @@
 #define NFFI_JAVA_FAILED       2
 
 
-typedef struct {
-    const char  *class_name;
-    size_t       class_len;
-    int          fresh;
-    const char  *method;
-    size_t       method_len;
-    const char  *rest;          /* NULL without a second comma */
-} nffi_java_cfg_t;
 
 
 typedef jint (JNICALL *nffi_java_create_pt)(JavaVM **vm, void **env,
@@ -82,7 +75,7 @@ typedef jint (JNICALL *nffi_java_created_pt)(JavaVM **vms, jsize n,
     jsize *found);
 
 
-static int nffi_java_parse_cfg(const char *cfg, nffi_java_cfg_t *parsed);
+static int nffi_java_parse_cfg(const char *cfg, nffi_shim_cfg_t *parsed);
 static int nffi_java_start(void);
 static void *nffi_java_thread(void *arg);
 static int nffi_java_create(JNIEnv **envp);
@@ -92,7 +85,7 @@ static int nffi_java_append(char **buf, size_t *len, size_t *size,
 static int nffi_java_append_entry(char **buf, size_t *len, size_t *size,
     const char *entry, size_t n);
 static int nffi_java_bootstrap(JNIEnv *env);
-static int nffi_java_call_load(JNIEnv *env, nffi_java_cfg_t *parsed,
+static int nffi_java_call_load(JNIEnv *env, nffi_shim_cfg_t *parsed,
     void *tq);
 static jbyteArray nffi_java_bytes(JNIEnv *env, const char *p, size_t len);
 static void nffi_java_log_exception(JNIEnv *env, const char *what);
@@ -110,7 +103,7 @@ static pthread_t         nffi_java_tid;
 static __thread int      nffi_java_on_thread;    /* the JVM's thread */
 
 /* the load that the JVM thread runs next, under nffi_java_lock */
-static nffi_java_cfg_t  *nffi_java_job;
+static nffi_shim_cfg_t  *nffi_java_job;
 static void             *nffi_java_job_tq;
 static int               nffi_java_job_rc;
 static int               nffi_java_job_done;
@@ -125,7 +118,7 @@ int
 lib_nonblocking_ffi_init(char *cfg, void *tq)
 {
     int              rc;
-    nffi_java_cfg_t  parsed;
+    nffi_shim_cfg_t  parsed;
 
     if (nffi_java_parse_cfg(cfg, &parsed) != 0) {
         return NFFI_JAVA_RC_CFG;
@@ -157,56 +150,33 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
 
 
 static int
-nffi_java_parse_cfg(const char *cfg, nffi_java_cfg_t *parsed)
+nffi_java_parse_cfg(const char *cfg, nffi_shim_cfg_t *parsed)
 {
-    const char  *comma, *end;
+    switch (nffi_shim_cfg_parse(cfg, parsed)) {
 
-    if (cfg == NULL) {
+    case NFFI_SHIM_CFG_OK:
+        return 0;
+
+    case NFFI_SHIM_CFG_NIL:
         nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: cfg is nil: expected "
                       "\"class[?],method[,rest]\"");
         return -1;
-    }
 
-    comma = strchr(cfg, ',');
-
-    if (comma == NULL) {
+    case NFFI_SHIM_CFG_NO_COMMA:
         nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: malformed cfg \"%.512s\": "
                       "expected \"class[?],method[,rest]\"", cfg);
         return -1;
-    }
 
-    parsed->class_name = cfg;
-    parsed->class_len = comma - cfg;
-    parsed->fresh = 0;
-
-    if (parsed->class_len && cfg[parsed->class_len - 1] == '?') {
-        parsed->fresh = 1;
-        parsed->class_len--;
-    }
-
-    parsed->method = comma + 1;
-    end = strchr(parsed->method, ',');
-
-    if (end) {
-        parsed->method_len = end - parsed->method;
-        parsed->rest = end + 1;
-
-    } else {
-        parsed->method_len = strlen(parsed->method);
-        parsed->rest = NULL;
-    }
-
-    if (parsed->class_len == 0 || parsed->method_len == 0) {
+    default:
         nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: malformed cfg \"%.512s\": "
-                      "the %s is empty, expected \"class[?],method[,rest]\"",
-                      cfg, parsed->class_len ? "method" : "class");
+                      "the %s is empty, expected "
+                      "\"class[?],method[,rest]\"", cfg,
+                      parsed->target_len ? "method" : "class");
         return -1;
     }
-
-    return 0;
 }
 
 
@@ -670,7 +640,7 @@ nffi_java_bootstrap(JNIEnv *env)
 /* on the JVM thread: Loader.load() logs what goes wrong */
 
 static int
-nffi_java_call_load(JNIEnv *env, nffi_java_cfg_t *parsed, void *tq)
+nffi_java_call_load(JNIEnv *env, nffi_shim_cfg_t *parsed, void *tq)
 {
     jint        rc;
     jbyteArray  cls, method, rest;
@@ -680,8 +650,8 @@ nffi_java_call_load(JNIEnv *env, nffi_java_cfg_t *parsed, void *tq)
         return NFFI_JAVA_RC_START;
     }
 
-    cls = nffi_java_bytes(env, parsed->class_name, parsed->class_len);
-    method = nffi_java_bytes(env, parsed->method, parsed->method_len);
+    cls = nffi_java_bytes(env, parsed->target, parsed->target_len);
+    method = nffi_java_bytes(env, parsed->function, parsed->function_len);
     rest = parsed->rest ? nffi_java_bytes(env, parsed->rest,
                                           strlen(parsed->rest))
                         : NULL;

@@ -25,6 +25,7 @@
  */
 
 #include "nffi_python.h"
+#include "nffi_shim_cfg.h"
 
 #include <dlfcn.h>
 #include <libgen.h>
@@ -45,22 +46,14 @@
 #define NFFI_PY_FAILED       2
 
 
-typedef struct {
-    const char  *module;
-    size_t       module_len;
-    int          reload;
-    const char  *func;
-    size_t       func_len;
-    const char  *rest;          /* NULL without a second comma */
-} nffi_py_cfg_t;
 
 
-static int nffi_py_parse_cfg(const char *cfg, nffi_py_cfg_t *parsed);
+static int nffi_py_parse_cfg(const char *cfg, nffi_shim_cfg_t *parsed);
 static int nffi_py_start(void);
 static void nffi_py_promote_libpython(void);
 static int nffi_py_configure(PyConfig *config);
 static int nffi_py_bootstrap(void);
-static int nffi_py_call_load(nffi_py_cfg_t *parsed, void *tq);
+static int nffi_py_call_load(nffi_shim_cfg_t *parsed, void *tq);
 static void nffi_py_log_exception(const char *what);
 
 
@@ -75,7 +68,7 @@ int
 lib_nonblocking_ffi_init(char *cfg, void *tq)
 {
     int               rc;
-    nffi_py_cfg_t     parsed;
+    nffi_shim_cfg_t     parsed;
     PyGILState_STATE  gil;
 
     if (nffi_py_parse_cfg(cfg, &parsed) != 0) {
@@ -103,57 +96,33 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
 
 
 static int
-nffi_py_parse_cfg(const char *cfg, nffi_py_cfg_t *parsed)
+nffi_py_parse_cfg(const char *cfg, nffi_shim_cfg_t *parsed)
 {
-    const char  *comma, *end;
+    switch (nffi_shim_cfg_parse(cfg, parsed)) {
 
-    if (cfg == NULL) {
+    case NFFI_SHIM_CFG_OK:
+        return 0;
+
+    case NFFI_SHIM_CFG_NIL:
         nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
                     "nonblocking_ffi python: cfg is nil: expected "
                     "\"module[?],function[,rest]\"");
         return -1;
-    }
 
-    comma = strchr(cfg, ',');
-
-    if (comma == NULL) {
+    case NFFI_SHIM_CFG_NO_COMMA:
         nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
                     "nonblocking_ffi python: malformed cfg \"%.512s\": "
                     "expected \"module[?],function[,rest]\"", cfg);
         return -1;
-    }
 
-    parsed->module = cfg;
-    parsed->module_len = comma - cfg;
-    parsed->reload = 0;
-
-    if (parsed->module_len && cfg[parsed->module_len - 1] == '?') {
-        parsed->reload = 1;
-        parsed->module_len--;
-    }
-
-    parsed->func = comma + 1;
-    end = strchr(parsed->func, ',');
-
-    if (end) {
-        parsed->func_len = end - parsed->func;
-        parsed->rest = end + 1;
-
-    } else {
-        parsed->func_len = strlen(parsed->func);
-        parsed->rest = NULL;
-    }
-
-    if (parsed->module_len == 0 || parsed->func_len == 0) {
+    default:
         nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
                     "nonblocking_ffi python: malformed cfg \"%.512s\": "
                     "the %s is empty, expected "
                     "\"module[?],function[,rest]\"", cfg,
-                    parsed->module_len ? "function" : "module");
+                    parsed->target_len ? "function" : "module");
         return -1;
     }
-
-    return 0;
 }
 
 
@@ -398,27 +367,27 @@ nffi_py_bootstrap(void)
 /* with the GIL: nonblocking_ffi._loader.load() logs what goes wrong */
 
 static int
-nffi_py_call_load(nffi_py_cfg_t *parsed, void *tq)
+nffi_py_call_load(nffi_shim_cfg_t *parsed, void *tq)
 {
     long       rc;
     PyObject  *result;
 
     if (parsed->rest) {
         result = PyObject_CallFunction(nffi_py_load, "s#is#s#N",
-                                       parsed->module,
-                                       (Py_ssize_t) parsed->module_len,
-                                       parsed->reload, parsed->func,
-                                       (Py_ssize_t) parsed->func_len,
+                                       parsed->target,
+                                       (Py_ssize_t) parsed->target_len,
+                                       parsed->fresh, parsed->function,
+                                       (Py_ssize_t) parsed->function_len,
                                        parsed->rest,
                                        (Py_ssize_t) strlen(parsed->rest),
                                        PyLong_FromVoidPtr(tq));
 
     } else {
         result = PyObject_CallFunction(nffi_py_load, "s#is#ON",
-                                       parsed->module,
-                                       (Py_ssize_t) parsed->module_len,
-                                       parsed->reload, parsed->func,
-                                       (Py_ssize_t) parsed->func_len,
+                                       parsed->target,
+                                       (Py_ssize_t) parsed->target_len,
+                                       parsed->fresh, parsed->function,
+                                       (Py_ssize_t) parsed->function_len,
                                        Py_None, PyLong_FromVoidPtr(tq));
     }
 
