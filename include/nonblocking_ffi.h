@@ -38,7 +38,7 @@ extern "C" {
 
 
 /* the ABI described by this header; see ..._abi_version() */
-#define NONBLOCKING_FFI_ABI_VERSION  1
+#define NONBLOCKING_FFI_ABI_VERSION  2
 
 
 /* the most tasks one ..._task_poll_batch() call takes */
@@ -172,6 +172,18 @@ int ngx_http_lua_nonblocking_ffi_task_cancelled(void *tsk);
  * new ones are dropped and the number dropped is logged.
  */
 void ngx_http_lua_nonblocking_ffi_log(int level, const char *msg, int len);
+
+
+/*
+ * Why the init of queue tq is failing, for the Lua caller: called (from any
+ * thread) before lib_nonblocking_ffi_init() returns a non-zero value, msg
+ * (len bytes, or NUL-terminated when len is 0; copied) is added to the
+ * load's error: "<lib>: lib_nonblocking_ffi_init() failed with rc N: msg".
+ * The last call wins; a call for an init that succeeds, or after it
+ * returned, is ignored.  Since ABI version 2.
+ */
+void ngx_http_lua_nonblocking_ffi_init_error(void *tq, const char *msg,
+    int len);
 
 
 /* --- lua-resty-ffi compatibility: the same functions under its names */

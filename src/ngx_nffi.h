@@ -185,6 +185,9 @@ struct ngx_nffi_runtime_s {
     /* atomic: a poller took tasks from it, or waited, once */
     int                    polled;
 
+    /* atomic: why init fails (init_error()), malloc'ed */
+    char                  *init_error;
+
     /*
      * Answers the caller has read, freed by the runtime's own poll threads:
      * free() of memory malloc'ed on another thread costs the event loop an

@@ -238,6 +238,36 @@ ngx_http_lua_nonblocking_ffi_log(int level, const char *msg, int len)
 }
 
 
+void
+ngx_http_lua_nonblocking_ffi_init_error(void *tq, const char *msg, int len)
+{
+    char                *copy, *old;
+    size_t               n;
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(tq);
+
+    if (rt == NULL || msg == NULL) {
+        ngx_nffi_abi_alert("init_error on something that is not a runtime "
+                           "queue, or without a message");
+        return;
+    }
+
+    n = len > 0 ? (size_t) len : strlen(msg);
+
+    copy = malloc(n + 1);
+    if (copy == NULL) {
+        return;
+    }
+
+    ngx_memcpy(copy, msg, n);
+    copy[n] = '\0';
+
+    old = __atomic_exchange_n(&rt->init_error, copy, __ATOMIC_ACQ_REL);
+    free(old);
+}
+
+
 /* lua-resty-ffi names */
 
 

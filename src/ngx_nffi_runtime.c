@@ -48,7 +48,7 @@ ngx_nffi_runtime_load(const char *lib, const char *cfg, int is_global,
     size_t *errlen)
 {
     int                  rc;
-    char                *cfg_copy;
+    char                *cfg_copy, *reason;
     sigset_t             saved;
     const char          *symbol;
     ngx_nffi_init_pt     init;
@@ -96,20 +96,30 @@ ngx_nffi_runtime_load(const char *lib, const char *cfg, int is_global,
                    "nonblocking_ffi: runtime %p: %s() of %s", rt, symbol, lib);
 
     rt->failed = 0;
+
+    /* a late reason from an earlier init of this queue is not this one's */
+    free(__atomic_exchange_n(&rt->init_error, NULL, __ATOMIC_ACQ_REL));
+
     rc = init(cfg_copy, rt);
 
     ngx_nffi_signal_restore(&saved);
     ngx_nffi_signal_take_back();
     free(cfg_copy);
 
+    reason = __atomic_exchange_n(&rt->init_error, NULL, __ATOMIC_ACQ_REL);
+
     if (rc != 0) {
         rt->failed = 1;
         ngx_nffi_queue_close(&rt->queue);
-        *errlen = ngx_snprintf(err, *errlen, "%s: %s() failed with rc %d",
-                               lib, symbol, rc)
+        *errlen = ngx_snprintf(err, *errlen, "%s: %s() failed with rc %d%s%s",
+                               lib, symbol, rc, reason ? ": " : "",
+                               reason ? reason : "")
                   - err;
+        free(reason);
         return NULL;
     }
+
+    free(reason);
 
     rt->loaded = 1;
     rt->loaded_at = ngx_time();

@@ -250,3 +250,21 @@ def test_names_starting_with_two_underscores_are_reserved(nginx):
         "false 'bad method: names starting with __ are reserved'",
         "false 404 'unknown method _single'",
     ]
+
+
+def test_init_error_reaches_the_lua_caller(nginx):
+    srv = nginx(server=location("/t", r"""
+        show(ngx.load_nonblocking_ffi(RUNTIME, "fail=5,why=no route to db"))
+        -- the next failure of the same queue has no stale reason
+        show(ngx.load_nonblocking_ffi(RUNTIME, "fail=5,why=no route to db"))
+        show(ngx.load_nonblocking_ffi(RUNTIME, "fail=6"))
+    """))
+    srv.expect(r"failed with rc")
+    assert srv.get("/t").splitlines() == [
+        "nil '%s: lib_nonblocking_ffi_init() failed with rc 5: no route to "
+        "db'" % TEST_RUNTIME,
+        "nil '%s: lib_nonblocking_ffi_init() failed with rc 5: no route to "
+        "db'" % TEST_RUNTIME,
+        "nil '%s: lib_nonblocking_ffi_init() failed with rc 6'"
+        % TEST_RUNTIME,
+    ]

@@ -604,10 +604,37 @@ def test_load_failures_answer_an_rc_and_log_why(pynginx, modules):
     """ % {"good": good, "broken": broken, "syntax": syntax},
         )
     )
+    bad_cfg = ': bad cfg: expected "module[?],function[,rest]"'
+    reasons = [bad_cfg] * 5 + [
+        ': cannot import "no_such_module_xyz" (cfg "no_such_module_xyz,'
+        "init\"): ModuleNotFoundError: No module named "
+        "'no_such_module_xyz''",
+        ': cannot import "%s" (cfg "%s,init"): RuntimeError: broken at '
+        "import" % (broken, broken),
+        ': cannot import "%s" (cfg "%s,init"): SyntaxError: ' % (syntax,
+                                                                 syntax),
+        ': module "good" (%s) has no function "missing"' % good,
+        ': "good.CONSTANT" is not callable but int',
+        ': module "good" (%s) has no function "Refused.nope"' % good,
+        ': good.raises() raised (cfg "%s,raises"): ZeroDivisionError: '
+        "division by zero" % good,
+        ": good.returns_7() returned 7: the load failed",
+        ": good.returns_huge() returned 1099511627776, out of range",
+        ': good.bad_serve() raised (cfg "%s,bad_serve"): ValueError: '
+        "threads must be an int >= 1, not 0" % good,
+        ': good.refusing_start() raised (cfg "%s,refusing_start"): '
+        "Refused: no database" % good,
+        ': good.refusing_async_start() raised (cfg "%s,'
+        'refusing_async_start"): Refused: no database either' % good,
+    ]
     rcs = [2, 2, 2, 2, 2, 4, 4, 4, 5, 5, 5, 6, 7, 6, 6, 6, 6]
-    assert srv.get("/t").splitlines() == [
-        "nil '%s'" % (LOAD_FAILED % rc) for rc in rcs
-    ] + ["true 'good after failures'", "true 'object'"]
+    lines = srv.get("/t").splitlines()
+    assert lines[-2:] == ["true 'good after failures'", "true 'object'"]
+    # the reason of each failure reaches Lua, cut to the error's room
+    for line, rc, reason in zip(lines, rcs, reasons):
+        expected = "nil '%s%s" % (LOAD_FAILED % rc, reason)
+        assert line.startswith(expected[:len(line) - 1]), (line, expected)
+    assert len(lines) == len(rcs) + 2
 
     for line in [
         r'cfg is nil: expected "module\[\?\],function\[,rest\]"',
@@ -656,11 +683,16 @@ def test_a_path_module_is_that_file_or_the_load_fails(pynginx, modules):
     """ % (first, second, shadow),
         )
     )
-    assert srv.get("/t").splitlines() == [
+    lines = srv.get("/t").splitlines()
+    assert lines[:2] == [
         "true",
-        "nil '%s'" % (LOAD_FAILED % 4),
-        "nil '%s'" % (LOAD_FAILED % 4),
+        "nil '%s: cannot import \"%s\": the name \"twin\" is already %s "
+        "(rename the file)'" % (LOAD_FAILED % 4, second, first),
     ]
+    assert lines[2].startswith(
+        "nil '%s: cannot import \"%s\": the name \"logging\" is already /"
+        % (LOAD_FAILED % 4, shadow))
+    assert lines[2].endswith("(rename the file)'")
     srv.wait_log(
         r'cannot import "%s": the name "twin" is already %s \(rename'
         % (second, first)
@@ -1586,7 +1618,9 @@ def test_redis_streams_load_fails_without_redis(pynginx):
     """ % (REDIS_EXAMPLE, json.dumps(settings).replace('"', '\\"')),
         ),
     )
-    assert srv.get("/t").strip() == "nil '%s'" % (LOAD_FAILED % 6)
+    assert srv.get("/t").strip().startswith(
+        "nil '%s: redis_streams.init() raised (cfg \"%s,init\"): "
+        "ConnectionError: " % (LOAD_FAILED % 6, REDIS_EXAMPLE))
     srv.wait_log(
         r"redis_streams.init\(\) raised%s\nredis.exceptions.ConnectionError"
         % TB

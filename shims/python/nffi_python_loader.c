@@ -72,6 +72,9 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
     PyGILState_STATE  gil;
 
     if (nffi_py_parse_cfg(cfg, &parsed) != 0) {
+        ngx_http_lua_nonblocking_ffi_init_error(tq, "bad cfg: expected "
+                                                "\"module[?],function[,rest]\"",
+                                                0);
         return NFFI_PY_RC_CFG;
     }
 

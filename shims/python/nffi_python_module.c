@@ -50,6 +50,7 @@ static PyObject *nffi_py_poll_batch(PyObject *module, PyObject *args,
 static PyObject *nffi_py_log_message(PyObject *module, PyObject *args);
 static PyObject *nffi_py_abi_version(PyObject *module, PyObject *unused);
 static PyObject *nffi_py_check_queue(PyObject *module, PyObject *arg);
+static PyObject *nffi_py_init_error(PyObject *module, PyObject *args);
 
 
 /* the queues handed out by the loader; they live as long as the process */
@@ -117,6 +118,9 @@ static PyMethodDef  nffi_py_methods[] = {
     { "_check_queue", nffi_py_check_queue, METH_O,
       "_check_queue(tq)\n--\n\n"
       "Raises TypeError or ValueError unless tq is a queue of this worker." },
+    { "_init_error", nffi_py_init_error, METH_VARARGS,
+      "_init_error(tq, reason)\n--\n\n"
+      "Gives reason to the Lua caller of a load that is failing." },
     { NULL, NULL, 0, NULL }
 };
 
@@ -584,6 +588,40 @@ nffi_py_check_queue(PyObject *module, PyObject *arg)
 
     if (nffi_py_queue_of(arg, &tq) < 0) {
         return NULL;
+    }
+
+    Py_RETURN_NONE;
+}
+
+
+/* the loader's: why the load of tq fails, for the Lua caller */
+
+static PyObject *
+nffi_py_init_error(PyObject *module, PyObject *args)
+{
+    void        *tq;
+    PyObject    *arg, *reason;
+    Py_ssize_t   len;
+    const char  *text;
+
+    if (!PyArg_ParseTuple(args, "OU:_init_error", &arg, &reason)
+        || nffi_py_queue_of(arg, &tq) < 0)
+    {
+        return NULL;
+    }
+
+    text = PyUnicode_AsUTF8AndSize(reason, &len);
+    if (text == NULL) {
+        return NULL;
+    }
+
+    /* the Lua error has room for a few hundred bytes of it anyway */
+    if (len > 4096) {
+        len = 4096;
+    }
+
+    if (len > 0) {
+        ngx_http_lua_nonblocking_ffi_init_error(tq, text, (int) len);
     }
 
     Py_RETURN_NONE;

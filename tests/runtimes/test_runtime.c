@@ -11,7 +11,8 @@
  * ignored, so a test can make a separate runtime with any new cfg:
  *   threads=N   poll threads (default 1, 1 to 64)
  *   batch=N     poll up to N tasks at once (the batch extension)
- *   fail=RC     init fails, returning RC
+ *   fail=RC     init fails, returning RC; a "why=TEXT" at the end of cfg
+ *               is the reason it gives (init_error())
  *
  * The method name (runtime:NAME(req)) chooses what happens; see the table
  * at the end.  Besides ordinary answers, methods answer late, twice,
@@ -550,11 +551,19 @@ int
 lib_nonblocking_ffi_init(char *cfg, void *tq)
 {
     int                 i, threads, rc;
+    char               *why;
     pthread_t           thread;
     test_rt_runtime_t  *rt;
 
     rc = test_rt_setting(cfg, "fail", 0);
     if (rc != 0) {
+        /* "why=..." at the end of cfg: the reason the Lua caller sees */
+        why = cfg ? strstr(cfg, "why=") : NULL;
+
+        if (why) {
+            ngx_http_lua_nonblocking_ffi_init_error(tq, why + 4, 0);
+        }
+
         return rc;
     }
 

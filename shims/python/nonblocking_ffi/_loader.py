@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 
-from _nonblocking_ffi import LOG_ERR, log
+from _nonblocking_ffi import LOG_ERR, _init_error, log
 
 from . import _logging
 
@@ -32,8 +32,11 @@ def bootstrap():
 
 
 def _log_error(what, exc=None):
+    """Logs what went wrong (with exc's traceback); returns it in a line."""
     text = "nonblocking_ffi python: " + what
+    reason = what
     if exc is not None:
+        reason = "%s: %s: %s" % (what, type(exc).__name__, exc)
         # from the first frame that is not the loader's
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
@@ -41,6 +44,7 @@ def _log_error(what, exc=None):
         lines = traceback.format_exception(type(exc), exc, tb)
         text += ":\n" + "".join(lines).rstrip("\n")
     log(LOG_ERR, text)
+    return reason
 
 
 def _module_name(module):
@@ -97,55 +101,64 @@ def load(module, reload, func, rest, tq):
     """Imports module, calls func(rest, tq) and returns the rc of the load.
 
     0 when func returned None, 0 or anything but an int; its int otherwise.
+    A failing load's reason also goes to its Lua caller.
     """
+    rc, reason = _load(module, reload, func, rest, tq)
+    if rc != 0 and reason:
+        _init_error(tq, reason)
+    return rc
+
+
+def _load(module, reload, func, rest, tq):
     cfg = "%s%s,%s" % (module, "?" if reload else "", func)
 
     try:
         name = _module_name(module)
         mod = _import(name, reload)
     except BaseException as exc:
-        _log_error('cannot import "%s" (cfg "%s")' % (module, cfg), exc)
-        return RC_IMPORT
+        return RC_IMPORT, _log_error(
+            'cannot import "%s" (cfg "%s")' % (module, cfg), exc
+        )
 
     elsewhere = _imported_elsewhere(module, mod)
     if elsewhere:
-        _log_error(
+        return RC_IMPORT, _log_error(
             'cannot import "%s": the name "%s" is already %s (rename the '
             "file)" % (module, name, elsewhere)
         )
-        return RC_IMPORT
 
     try:
         function = _function(mod, func)
     except AttributeError:
-        _log_error(
+        return RC_FUNCTION, _log_error(
             'module "%s" (%s) has no function "%s"'
             % (name, getattr(mod, "__file__", None) or "built-in", func)
         )
-        return RC_FUNCTION
 
     if not callable(function):
-        _log_error(
+        return RC_FUNCTION, _log_error(
             '"%s.%s" is not callable but %s'
             % (name, func, type(function).__name__)
         )
-        return RC_FUNCTION
 
     try:
         result = function(rest, tq)
     except BaseException as exc:
-        _log_error('%s.%s() raised (cfg "%s")' % (name, func, cfg), exc)
-        return RC_RAISED
+        return RC_RAISED, _log_error(
+            '%s.%s() raised (cfg "%s")' % (name, func, cfg), exc
+        )
 
     if not isinstance(result, int) or result == 0:
         logging.getLogger("nonblocking_ffi").debug(
             "loaded %s.%s with queue %#x", name, func, tq
         )
-        return 0
+        return 0, None
 
     if not INT_MIN <= result <= INT_MAX:
-        _log_error("%s.%s() returned %d, out of range" % (name, func, result))
-        return RC_RAISED
+        return RC_RAISED, _log_error(
+            "%s.%s() returned %d, out of range" % (name, func, result)
+        )
 
-    _log_error("%s.%s() returned %d: the load failed" % (name, func, result))
-    return result
+    return result, _log_error(
+        "%s.%s() returned %d: the load failed" % (name, func, result)
+    )
