@@ -147,18 +147,38 @@ def test_bad_cfg_makes_init_fail(nginx, golib, etcd):  # noqa: F811
         }
         for _, cfg in ipairs(cfgs) do
             local rt, err = ngx.load_nonblocking_ffi(GO, cfg or nil)
-            ngx.say(tostring(rt), " ", (err:gsub("^.*: ", "")))
+            ngx.say(tostring(rt), " ", (err:gsub("^[^:]*: ", "")))
         end
         -- the failures left nothing behind: the same library still loads
         local rt = assert(ngx.load_nonblocking_ffi(GO, "echo"))
         show(rt:echo("still fine"))
     """ % (etcd.endpoint, etcd.endpoint), golib)))
-    rc = "nil lib_nonblocking_ffi_init() failed with rc %d"
-    assert srv.get("/t").splitlines() == [
-        rc % 1, rc % 1, rc % 1, rc % 2, rc % 2,
-        rc % 3, rc % 3, rc % 3, rc % 3, rc % 3, rc % 3, rc % 3,
-        "true 'still fine'",
+    rc = "nil lib_nonblocking_ffi_init() failed with rc %d: "
+    handlers = "(echo, etcd, selftest)"
+    # the reason reaches Lua too (the first line of it, cut to the room the
+    # error has)
+    expected = [
+        rc % 1 + 'cfg is nil: name a handler %s, e.g. "name" or '
+        '"name,<its cfg>"' % handlers,
+        rc % 1 + 'cfg "" names no handler %s' % handlers,
+        rc % 1 + 'cfg ",x" names no handler %s' % handlers,
+        rc % 2 + 'no handler "nope" in this library (it has: echo, etcd, '
+        'selftest)',
+        rc % 2 + 'no handler "nope" in this library (it has: echo, etcd, '
+        'selftest)',
+        rc % 3 + 'handler "etcd": bad cfg "": EOF',
+        rc % 3 + 'handler "etcd": bad cfg "{bad json": invalid character',
+        rc % 3 + 'handler "etcd": cfg has no endpoints',
+        rc % 3 + 'handler "etcd": bad cfg ',
+        rc % 3 + 'handler "etcd": bad timeout',
+        rc % 3 + 'handler "selftest": asked to fail',
+        rc % 3 + 'handler "selftest": panic: asked to panic',
     ]
+    lines = srv.get("/t").splitlines()
+    assert len(lines) == len(expected) + 1
+    assert lines[-1] == "true 'still fine'"
+    for line, want in zip(lines, expected):
+        assert line.startswith(want), (line, want)
     for pattern in [
             r"nffi: cfg is nil: name a handler \(echo, etcd, selftest\)",
             r'nffi: cfg "" names no handler',

@@ -163,11 +163,9 @@ def test_a_jvm_that_cannot_start_fails_every_load(nginx, env, message):
         ),
     )
     worker = srv.worker_pids()[0]
-    assert srv.get("/t").splitlines() == [
-        "nil '%s'" % (LOAD_FAILED % 3),
-        "nil '%s'" % (LOAD_FAILED % 3),
-        str(worker),
-    ]
+    no_jvm = ("nil '%s: the JVM did not start in this worker (see the "
+              "error log)'" % (LOAD_FAILED % 3))
+    assert srv.get("/t").splitlines() == [no_jvm, no_jvm, str(worker)]
     srv.wait_log(r"\[error\] .*" + message)
     if "JAVA_HOME" not in env:
         srv.wait_log(r"\[error\] .*nonblocking_ffi java: the JVM did not "
@@ -270,9 +268,32 @@ def test_load_failures_answer_an_rc_and_log_why(nginx):
     """,
         ),
     )
+    bad_cfg = ': bad cfg: expected "class[?],method[,rest]"'
+    # the reason reaches Lua too, cut to the room the error has
+    reasons = [bad_cfg] * 4 + [
+        ': class jtest.NoSuchClass not found (cfg "jtest.NoSuchClass,init");'
+        " class path: ",
+        ": class jtest.TestRuntime has no method noSuchMethod: expected "
+        "public static void noSuchMethod(String rest, long queue)",
+        ": method jtest.TestRuntime.wrongSignature has the wrong signature: ",
+        ": method jtest.TestRuntime.notStatic has the wrong signature: ",
+        ': jtest.TestRuntime.initThrows() threw (cfg "jtest.TestRuntime,'
+        'initThrows"): java.lang.IllegalStateException: init failed as '
+        "asked: why'",
+        ": jtest.TestRuntime.initReturns() returned 9: the load failed'",
+        ": the static initializer of jtest.BadStatic threw (cfg "
+        '"jtest.BadStatic,init"): java.lang.IllegalStateException: static '
+        "initializer failed as asked'",
+        ': jtest.TestRuntime.badQueue() threw (cfg "jtest.TestRuntime,'
+        'badQueue"): java.lang.IllegalArgumentException: not a queue of '
+        "this worker",
+    ]
     rc = [2, 2, 2, 2, 4, 5, 5, 5, 6, 9, 6, 6]
-    assert srv.get("/t").splitlines() == [
-        "nil '%s'" % (LOAD_FAILED % n) for n in rc] + ["true 'none'"]
+    lines = srv.get("/t").splitlines()
+    assert len(lines) == len(rc) + 1 and lines[-1] == "true 'none'"
+    for line, n, reason in zip(lines, rc, reasons):
+        expected = "nil '%s%s" % (LOAD_FAILED % n, reason)
+        assert line.startswith(expected[:len(line)]), (line, expected)
     log = [
         r'cfg is nil: expected "class\[\?\],method\[,rest\]"',
         r'malformed cfg "jtest.TestRuntime": expected',
@@ -315,7 +336,8 @@ def test_a_class_path_the_worker_cannot_read_is_named(nginx):
             server=java_location(
                 "/t", r"""show(jload("jtest.TestRuntime,init"))"""),
         )
-        assert srv.get("/t").strip() == "nil '%s'" % (LOAD_FAILED % 4)
+        assert srv.get("/t").strip().startswith(
+            "nil '%s: class jtest.TestRuntime not found" % (LOAD_FAILED % 4))
         srv.wait_log(
             r"\[error\] .*class jtest.TestRuntime not found .*class path: "
             r".*nonblocking-ffi.jar:%s \(not readable by user nobody\):"
@@ -717,7 +739,10 @@ def test_jdbc_example_load_fails_without_the_database(nginx):
         show(jload("example.Jdbc,init,2 jdbc:postgresql://127.0.0.1:%d/x"))
     """ % port),
     )
-    assert srv.get("/t").strip() == "nil '%s'" % (LOAD_FAILED % 6)
+    assert srv.get("/t").strip().startswith(
+        "nil '%s: example.Jdbc.init() threw (cfg \"example.Jdbc,init\"): "
+        "org.postgresql.util.PSQLException: Connection to 127.0.0.1:%d "
+        "refused" % (LOAD_FAILED % 6, port))
     srv.wait_log(r"\[error\] .*nonblocking_ffi java: example.Jdbc.init\(\) "
                  r"threw .*:\norg.postgresql.util.PSQLException: Connection "
                  r"to 127.0.0.1:%d refused" % port)

@@ -121,10 +121,16 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
     nffi_shim_cfg_t  parsed;
 
     if (nffi_java_parse_cfg(cfg, &parsed) != 0) {
+        ngx_http_lua_nonblocking_ffi_init_error(tq, "bad cfg: expected "
+                                                "\"class[?],method[,rest]\"",
+                                                0);
         return NFFI_JAVA_RC_CFG;
     }
 
     if (nffi_java_start() != 0) {
+        ngx_http_lua_nonblocking_ffi_init_error(tq, "the JVM did not start "
+                                                "in this worker (see the "
+                                                "error log)", 0);
         return NFFI_JAVA_RC_START;
     }
 

@@ -34,6 +34,8 @@ static void JNICALL nffi_java_respond(JNIEnv *env, jclass cls, jlong task,
 static void JNICALL nffi_java_log_message(JNIEnv *env, jclass cls,
     jint level, jbyteArray message);
 static jint JNICALL nffi_java_abi_version(JNIEnv *env, jclass cls);
+static void JNICALL nffi_java_init_error(JNIEnv *env, jclass cls,
+    jlong queue, jbyteArray reason);
 static jbyteArray nffi_java_bytes(JNIEnv *env, const char *p, int len);
 
 
@@ -46,6 +48,7 @@ static JNINativeMethod  nffi_java_natives[] = {
     { "respond", "(JI[B)V", (void *) nffi_java_respond },
     { "log", "(I[B)V", (void *) nffi_java_log_message },
     { "abiVersion", "()I", (void *) nffi_java_abi_version },
+    { "initError", "(J[B)V", (void *) nffi_java_init_error },
 };
 
 
@@ -240,4 +243,32 @@ static jint JNICALL
 nffi_java_abi_version(JNIEnv *env, jclass cls)
 {
     return ngx_http_lua_nonblocking_ffi_abi_version();
+}
+
+
+/* the loader's: why the load of queue fails, for the Lua caller */
+
+static void JNICALL
+nffi_java_init_error(JNIEnv *env, jclass cls, jlong queue, jbyteArray reason)
+{
+    int    len;
+    char  *text;
+
+    len = (*env)->GetArrayLength(env, reason);
+
+    /* the Lua error has room for a few hundred bytes of it anyway */
+    if (len > 4096) {
+        len = 4096;
+    }
+
+    text = len > 0 ? malloc(len) : NULL;
+    if (text == NULL) {
+        return;
+    }
+
+    (*env)->GetByteArrayRegion(env, reason, 0, len, (jbyte *) text);
+    ngx_http_lua_nonblocking_ffi_init_error((void *) (intptr_t) queue, text,
+                                            len);
+
+    free(text);
 }

@@ -3,6 +3,7 @@
 package nffi
 
 /*
+#include <stdlib.h>
 #include "nonblocking_ffi.h"
 */
 import "C"
@@ -112,16 +113,14 @@ func start(cfg *string, q Queue) int {
 	}
 
 	if cfg == nil {
-		Logf(LevelErr, "nffi: cfg is nil: name a handler (%s), e.g. "+
-			"\"name\" or \"name,<its cfg>\"", strings.Join(Handlers(), ", "))
-		return InitNoHandler
+		return failInit(q, InitNoHandler, "cfg is nil: name a handler (%s), "+
+			"e.g. \"name\" or \"name,<its cfg>\"", strings.Join(Handlers(), ", "))
 	}
 
 	name, rest := SplitCfg(*cfg)
 	if name == "" {
-		Logf(LevelErr, "nffi: cfg %q names no handler (%s)", *cfg,
+		return failInit(q, InitNoHandler, "cfg %q names no handler (%s)", *cfg,
 			strings.Join(Handlers(), ", "))
-		return InitNoHandler
 	}
 
 	registry.Lock()
@@ -129,18 +128,28 @@ func start(cfg *string, q Queue) int {
 	registry.Unlock()
 
 	if f == nil {
-		Logf(LevelErr, "nffi: no handler %q in this library (it has: %s)",
-			name, strings.Join(Handlers(), ", "))
-		return InitUnknownHandler
+		return failInit(q, InitUnknownHandler, "no handler %q in this "+
+			"library (it has: %s)", name, strings.Join(Handlers(), ", "))
 	}
 
 	if err := runFactory(f, rest, q); err != nil {
-		Logf(LevelErr, "nffi: handler %q: %v", name, err)
-		return InitFactoryFailed
+		return failInit(q, InitFactoryFailed, "handler %q: %v", name, err)
 	}
 
 	Logf(LevelInfo, "nffi: handler %q started", name)
 	return 0
+}
+
+// failInit logs why the load fails and gives the first line of it to the
+// Lua caller of the load; it returns rc.
+func failInit(q Queue, rc int, format string, args ...any) int {
+	msg := fmt.Sprintf(format, args...)
+	Log(LevelErr, "nffi: "+msg)
+	reason, _, _ := strings.Cut(msg, "\n")
+	p := C.CString(reason)
+	C.ngx_http_lua_nonblocking_ffi_init_error(q.p, p, C.int(len(reason)))
+	C.free(unsafe.Pointer(p))
+	return rc
 }
 
 func runFactory(f RawFactory, cfg string, q Queue) (err error) {

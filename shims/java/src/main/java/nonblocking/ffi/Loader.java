@@ -68,15 +68,15 @@ final class Loader {
             }
             cls = Class.forName(className, true, loader);
         } catch (ClassNotFoundException e) {
-            error("class " + className + " not found (cfg \"" + cfg + "\"); class path: "
+            fail(queue, "class " + className + " not found (cfg \"" + cfg + "\"); class path: "
                     + describeClassPath(), null);
             return RC_CLASS;
         } catch (ExceptionInInitializerError e) {
-            error("the static initializer of " + className + " threw (cfg \"" + cfg + "\")",
+            fail(queue, "the static initializer of " + className + " threw (cfg \"" + cfg + "\")",
                     e.getCause() != null ? e.getCause() : e);
             return RC_RAISED;
         } catch (LinkageError | RuntimeException | MalformedURLException e) {
-            error("cannot load class " + className + " (cfg \"" + cfg + "\")", e);
+            fail(queue, "cannot load class " + className + " (cfg \"" + cfg + "\")", e);
             return RC_CLASS;
         }
 
@@ -100,10 +100,10 @@ final class Loader {
             String expected = "expected public static void " + methodName
                     + "(String rest, long queue) (or returning int)";
             if (others.isEmpty()) {
-                error("class " + className + " has no method " + methodName + ": " + expected,
+                fail(queue, "class " + className + " has no method " + methodName + ": " + expected,
                         null);
             } else {
-                error("method " + className + "." + methodName + " has the wrong signature: "
+                fail(queue, "method " + className + "." + methodName + " has the wrong signature: "
                         + String.join(", ", others) + "; " + expected, null);
             }
             return RC_METHOD;
@@ -118,10 +118,12 @@ final class Loader {
             method.setAccessible(true);
             result = method.invoke(null, rest, queue);
         } catch (InvocationTargetException e) {
-            error(className + "." + methodName + "() threw (cfg \"" + cfg + "\")", e.getCause());
+            fail(queue, className + "." + methodName + "() threw (cfg \"" + cfg + "\")",
+                    e.getCause());
             return RC_RAISED;
         } catch (ReflectiveOperationException | RuntimeException e) {
-            error("cannot call " + className + "." + methodName + "() (cfg \"" + cfg + "\")", e);
+            fail(queue, "cannot call " + className + "." + methodName + "() (cfg \"" + cfg
+                    + "\")", e);
             return RC_RAISED;
         } finally {
             current.setContextClassLoader(saved);
@@ -129,7 +131,8 @@ final class Loader {
 
         int rc = result instanceof Integer ? (Integer) result : 0;
         if (rc != 0) {
-            error(className + "." + methodName + "() returned " + rc + ": the load failed", null);
+            fail(queue, className + "." + methodName + "() returned " + rc
+                    + ": the load failed", null);
         }
         return rc;
     }
@@ -137,6 +140,13 @@ final class Loader {
     /** The stack trace of an exception the C side caught. */
     static String describe(Throwable e) {
         return NginxLogHandler.stackTrace(e);
+    }
+
+    /** Logs what went wrong and gives it, in a line, to the load's caller. */
+    private static void fail(long queue, String what, Throwable e) {
+        error(what, e);
+        String reason = e == null ? what : what + ": " + e;
+        Native.initError(queue, reason.getBytes(StandardCharsets.UTF_8));
     }
 
     private static void error(String what, Throwable e) {

@@ -32,4 +32,7 @@ final class Native {
     static native void log(int level, byte[] message);
 
     static native int abiVersion();
+
+    /** Gives the Lua caller of a failing load the reason (ABI 2). */
+    static native void initError(long queue, byte[] reason);
 }
