@@ -21,8 +21,8 @@ import threading
 import pytest
 
 from conftest import location
-from harness import (BUILD, MEMCHECK, WORKER_USER, check_signals_reach_nginx,
-                     free_port, wait_for)
+from harness import (BUILD, MEMCHECK, NGINX, WORKER_USER, NginxServer,
+                     check_signals_reach_nginx, free_port, wait_for)
 from services import PostgresServer
 
 JAVA = os.path.join(BUILD, "lib_nonblocking_ffi_java.so")
@@ -900,3 +900,73 @@ def test_load_and_unload_cycles_leave_no_threads_behind(nginx):
     # every unloaded runtime's poll thread and pool end
     wait_for(lambda: not nffi_threads(worker), 10,
              "the threads of 20 unloaded runtimes to end")
+
+
+def test_binary_upgrade_with_a_jvm_loaded(tmp_path):
+    """USR2 to a daemonized master starts a new master beside the old one,
+    whose workers load their own JVM; WINCH and QUIT retire the old one."""
+    srv = NginxServer(tmp_path / "nginx", main=java_main(), server=(
+        java_location("/pid", r"""
+        local rt = assert(jload("example.Echo,init,2"))
+        local ok, res = rt:echo(tostring(ngx.worker.pid()))
+        ngx.say(tostring(ok), " ", res)
+    """)))
+    pid_file = os.path.join(srv.prefix, "logs", "nginx.pid")
+    started = []
+
+    def read_pid(path):
+        try:
+            with open(path) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def alive(pid):
+        # a daemon's exit leaves a zombie where init does not reap it
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    def served_by():
+        status, body = srv.request("/pid")
+        ok, worker = body.decode().split()
+        assert status == 200 and ok == "true"
+        return int(worker)
+
+    # daemon on: nginx refuses a binary upgrade while its first parent runs
+    subprocess.run([NGINX, "-p", srv.prefix, "-c", srv.conf,
+                    "-e", srv.error_log, "-g", "daemon on;"], check=True)
+    try:
+        old_master = wait_for(lambda: read_pid(pid_file), 10, "the pid file")
+        started.append(old_master)
+        old_worker = served_by()
+
+        os.kill(old_master, signal.SIGUSR2)
+        new_master = wait_for(
+            lambda: (read_pid(pid_file) != old_master
+                     and read_pid(pid_file)), 10, "the new master")
+        started.append(new_master)
+        assert read_pid(pid_file + ".oldbin") == old_master
+
+        # the old workers stop taking connections, the new ones serve
+        os.kill(old_master, signal.SIGWINCH)
+        wait_for(lambda: not alive(old_worker), 20, "the old worker to go")
+        worker = served_by()
+        assert worker != old_worker and alive(worker)
+
+        os.kill(old_master, signal.SIGQUIT)
+        wait_for(lambda: not alive(old_master), 20, "the old master to go")
+        assert served_by() == worker
+    finally:
+        for pid in reversed(started):
+            if alive(pid):
+                os.kill(pid, signal.SIGQUIT)
+        for pid in started:
+            wait_for(lambda: not alive(pid), 20, "nginx %d to quit" % pid)
+    problems = srv.problems()
+    assert not problems, problems
+    log = srv.log()
+    assert "start new binary process %d" % new_master in log
+    assert "exited on signal" not in log
