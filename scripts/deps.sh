@@ -16,24 +16,7 @@ packages=(
     wrk valgrind strace curl clang
 )
 
-missing=()
-for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
-            | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "deps: installing ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    # the package starts a system nginx on port 80; we run our own
-    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-        >/dev/null
-fi
+"$(dirname "$0")/apt-install.sh" core "${packages[@]}"
 
 if ! python3 -c 'import pytest' 2>/dev/null; then
     echo "deps: installing pytest"

@@ -9,26 +9,12 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 
-missing=()
-command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
-command -v mvn >/dev/null 2>&1 || missing+=(maven)
+packages=()
+command -v javac >/dev/null 2>&1 || packages+=(default-jdk-headless)
+command -v mvn >/dev/null 2>&1 || packages+=(maven)
 # the JDBC example: its driver, and the server the tests start
-for p in libpostgresql-jdbc-java postgresql; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
-            | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "deps (java): installing ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-        >/dev/null
-fi
+packages+=(libpostgresql-jdbc-java postgresql)
+"$here/../../scripts/apt-install.sh" java "${packages[@]}"
 
 # the plugins of this pom.xml, fetched once: a copy of the pom beside
 # Maven's cache tells that they are there (later builds need no network)
