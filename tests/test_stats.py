@@ -4,8 +4,10 @@ runtimes, and the Prometheus page over every worker."""
 
 import re
 
+import pytest
+
 from conftest import location
-from harness import TEST_RUNTIME, wait_for
+from harness import MEMCHECK, TEST_RUNTIME, wait_for
 
 RT = ('local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2", '
       '{ max_queue = 4 }))\n')
@@ -161,6 +163,8 @@ def scrape(srv):
     return body.decode()
 
 
+@pytest.mark.skipif(MEMCHECK, reason="two workers need a master process; "
+                    "memcheck runs master_process off")
 def test_prometheus_page_shows_every_worker(nginx):
     srv = nginx(workers=2, http="lua_shared_dict nffi_stats 1m;",
                 init_worker=PROMETHEUS_INIT, server=METRICS)
