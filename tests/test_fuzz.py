@@ -24,15 +24,22 @@ def test_fuzz_through_nginx(target):
         done.stdout[-4000:] + done.stderr[-2000:])
 
 
+NOT_NGINX = "no nginx in it: the memcheck run would only repeat it"
+
+
+@pytest.mark.skipif(MEMCHECK, reason=NOT_NGINX)
 @pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain")
 def test_fuzz_go_cfg_split():
+    # a count, not a time: a -fuzztime duration can end the run with a
+    # spurious "context deadline exceeded" (golang/go#75804); about 7 s here
     done = subprocess.run(["go", "test", "-run", "^$", "-fuzz",
-                           "FuzzSplitCfg", "-fuzztime", "10s", "./nffi"],
+                           "FuzzSplitCfg", "-fuzztime", "300000x", "./nffi"],
                           cwd=os.path.join(REPO, "sdk", "go"),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
+@pytest.mark.skipif(MEMCHECK, reason=NOT_NGINX)
 @pytest.mark.skipif(shutil.which("clang") is None, reason="no clang")
 @pytest.mark.parametrize("target", ["shim_cfg"])
 def test_libfuzzer(target, tmp_path):
