@@ -23,6 +23,7 @@
 #include <jni.h>
 
 #include "nonblocking_ffi.h"
+#include "nffi_shim_log.h"
 
 
 /* the rc of a failed load; nonblocking/ffi/Loader.java uses the same */
@@ -35,8 +36,6 @@
 
 /* nffi_java_natives.c */
 int nffi_java_register_natives(JNIEnv *env, jclass native);
-void nffi_java_log(int level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 
 
 #endif /* NFFI_JAVA_H_INCLUDED */

@@ -164,19 +164,19 @@ nffi_java_parse_cfg(const char *cfg, nffi_shim_cfg_t *parsed)
         return 0;
 
     case NFFI_SHIM_CFG_NIL:
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: cfg is nil: expected "
                       "\"class[?],method[,rest]\"");
         return -1;
 
     case NFFI_SHIM_CFG_NO_COMMA:
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: malformed cfg \"%.512s\": "
                       "expected \"class[?],method[,rest]\"", cfg);
         return -1;
 
     default:
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: malformed cfg \"%.512s\": "
                       "the %s is empty, expected "
                       "\"class[?],method[,rest]\"", cfg,
@@ -203,7 +203,7 @@ nffi_java_start(void)
     }
 
     if (state == NFFI_JAVA_FAILED) {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: the JVM failed to start in "
                       "this worker before (see above); a process cannot "
                       "start another");
@@ -226,7 +226,7 @@ nffi_java_start(void)
     }
 
     if (err != 0) {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: cannot start the JVM's "
                       "thread: %s", strerror(err));
         nffi_java_state = NFFI_JAVA_FAILED;
@@ -326,14 +326,14 @@ nffi_java_create(JNIEnv **envp)
     if ((size_t) snprintf(lib, sizeof(lib), "%s/lib/server/libjvm.so", home)
         >= sizeof(lib))
     {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: JAVA_HOME is too long");
         return -1;
     }
 
     jvm_lib = dlopen(lib, RTLD_NOW | RTLD_GLOBAL);
     if (jvm_lib == NULL) {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: cannot load the JVM: %s "
                       "(JAVA_HOME names the JDK to use)", dlerror());
         return -1;
@@ -343,14 +343,14 @@ nffi_java_create(JNIEnv **envp)
     created = (nffi_java_created_pt) dlsym(jvm_lib, "JNI_GetCreatedJavaVMs");
 
     if (create == NULL || created == NULL) {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: %s has no JNI_CreateJavaVM()",
                       lib);
         return -1;
     }
 
     if (created(vms, 1, &found) == JNI_OK && found > 0) {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: another module of this worker "
                       "already started a JVM");
         return -1;
@@ -382,7 +382,7 @@ nffi_java_create(JNIEnv **envp)
         opts = strdup(p);
         if (opts == NULL) {
             free(cp);
-            nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+            nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                           "nonblocking_ffi java: no memory");
             return -1;
         }
@@ -391,7 +391,7 @@ nffi_java_create(JNIEnv **envp)
              p = strtok_r(NULL, " \t\n", &save))
         {
             if (n == NFFI_JAVA_MAX_OPTS + 7) {
-                nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+                nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                               "nonblocking_ffi java: more than %d options "
                               "in NFFI_JAVA_OPTS", NFFI_JAVA_MAX_OPTS);
                 free(opts);
@@ -418,7 +418,7 @@ nffi_java_create(JNIEnv **envp)
     free(cp);
 
     if (rc != JNI_OK) {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: the JVM did not start: "
                       "JNI_CreateJavaVM() failed with %d (see the JVM's "
                       "messages above; NFFI_JAVA_OPTS has the options "
@@ -430,7 +430,7 @@ nffi_java_create(JNIEnv **envp)
         return NFFI_JAVA_NO_API;
     }
 
-    nffi_java_log(NONBLOCKING_FFI_LOG_INFO,
+    nffi_shim_log(NONBLOCKING_FFI_LOG_INFO,
                   "nonblocking_ffi java: the JVM started (%s)", lib);
 
     return 0;
@@ -456,7 +456,7 @@ nffi_java_class_path(void)
         || info.dli_fname == NULL
         || strlen(info.dli_fname) >= sizeof(file))
     {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                       "nonblocking_ffi java: cannot find the loader's own "
                       "file: %s", dlerror());
         return NULL;
@@ -499,7 +499,7 @@ nffi_java_class_path(void)
 failed:
 
     free(buf);
-    nffi_java_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi java: no memory "
+    nffi_shim_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi java: no memory "
                   "for the class path");
     return NULL;
 }
@@ -717,7 +717,7 @@ nffi_java_log_exception(JNIEnv *env, const char *what)
     e = (*env)->ExceptionOccurred(env);
 
     if (e == NULL) {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi java: %s",
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi java: %s",
                       what);
         return;
     }
@@ -739,13 +739,13 @@ nffi_java_log_exception(JNIEnv *env, const char *what)
 
     if (chars) {
         /* the message may be long: the module cuts it into entries */
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi java: %s:",
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi java: %s:",
                       what);
         ngx_http_lua_nonblocking_ffi_log(NONBLOCKING_FFI_LOG_ERR, chars, 0);
         (*env)->ReleaseStringUTFChars(env, text, chars);
 
     } else {
-        nffi_java_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi java: %s "
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi java: %s "
                       "(the exception could not be described)", what);
     }
 
@@ -812,7 +812,7 @@ nffi_java_end_start(const char *what)
     }
 
     /* logged before the failed load returns: the lines stay in order */
-    nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+    nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                   "nonblocking_ffi java: the JVM did not start: it %s "
                   "(see its messages above)", what);
 
@@ -849,6 +849,6 @@ nffi_java_abort(void)
 {
     nffi_java_end_start("failed");
 
-    nffi_java_log(NONBLOCKING_FFI_LOG_ALERT,
+    nffi_shim_log(NONBLOCKING_FFI_LOG_ALERT,
                   "nonblocking_ffi java: the JVM aborts the worker process");
 }

@@ -17,7 +17,6 @@
 #include <string.h>
 
 
-#define NFFI_JAVA_LOG_MAX  2048
 
 
 static jlong JNICALL nffi_java_poll(JNIEnv *env, jclass cls, jlong tq);
@@ -58,31 +57,6 @@ nffi_java_register_natives(JNIEnv *env, jclass native)
     return (*env)->RegisterNatives(env, native, nffi_java_natives,
                                    sizeof(nffi_java_natives)
                                    / sizeof(nffi_java_natives[0]));
-}
-
-
-/* any thread: messages longer than NFFI_JAVA_LOG_MAX are cut */
-
-void
-nffi_java_log(int level, const char *fmt, ...)
-{
-    int      n;
-    char     msg[NFFI_JAVA_LOG_MAX];
-    va_list  args;
-
-    va_start(args, fmt);
-    n = vsnprintf(msg, sizeof(msg), fmt, args);
-    va_end(args);
-
-    if (n < 0) {
-        return;
-    }
-
-    if (n >= (int) sizeof(msg)) {
-        n = sizeof(msg) - 1;
-    }
-
-    ngx_http_lua_nonblocking_ffi_log(level, n ? msg : "", n);
 }
 
 
@@ -192,7 +166,7 @@ nffi_java_respond(JNIEnv *env, jclass cls, jlong task, jint rc,
         rsp = malloc(len ? len : 1);
 
         if (rsp == NULL) {
-            nffi_java_log(NONBLOCKING_FFI_LOG_ERR,
+            nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
                           "nonblocking_ffi java: no memory for an answer of "
                           "%d bytes: answered with rc 1", len);
             ngx_http_lua_nonblocking_ffi_respond((void *) (intptr_t) task,

@@ -20,6 +20,7 @@
 #include <Python.h>
 
 #include "nonblocking_ffi.h"
+#include "nffi_shim_log.h"
 
 
 /* the rc of a failed load; nonblocking_ffi/_loader.py uses the same */
@@ -33,8 +34,6 @@
 /* nffi_python_module.c */
 PyObject *nffi_py_module_init(void);
 int nffi_py_queue_add(void *tq);             /* with the GIL held */
-void nffi_py_log(int level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));  /* needs no GIL */
 void nffi_py_log_text(int level, const char *text, size_t len);
 
 

@@ -107,23 +107,23 @@ nffi_py_parse_cfg(const char *cfg, nffi_shim_cfg_t *parsed)
         return 0;
 
     case NFFI_SHIM_CFG_NIL:
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
-                    "nonblocking_ffi python: cfg is nil: expected "
-                    "\"module[?],function[,rest]\"");
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
+                      "nonblocking_ffi python: cfg is nil: expected "
+                      "\"module[?],function[,rest]\"");
         return -1;
 
     case NFFI_SHIM_CFG_NO_COMMA:
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
-                    "nonblocking_ffi python: malformed cfg \"%.512s\": "
-                    "expected \"module[?],function[,rest]\"", cfg);
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
+                      "nonblocking_ffi python: malformed cfg \"%.512s\": "
+                      "expected \"module[?],function[,rest]\"", cfg);
         return -1;
 
     default:
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
-                    "nonblocking_ffi python: malformed cfg \"%.512s\": "
-                    "the %s is empty, expected "
-                    "\"module[?],function[,rest]\"", cfg,
-                    parsed->target_len ? "function" : "module");
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
+                      "nonblocking_ffi python: malformed cfg \"%.512s\": "
+                      "the %s is empty, expected "
+                      "\"module[?],function[,rest]\"", cfg,
+                      parsed->target_len ? "function" : "module");
         return -1;
     }
 }
@@ -143,18 +143,18 @@ nffi_py_start(void)
     }
 
     if (nffi_py_state == NFFI_PY_FAILED) {
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
-                    "nonblocking_ffi python: the interpreter failed to "
-                    "start in this worker before (see above)");
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
+                      "nonblocking_ffi python: the interpreter failed to "
+                      "start in this worker before (see above)");
         return -1;
     }
 
     nffi_py_state = NFFI_PY_FAILED;
 
     if (Py_IsInitialized()) {
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
-                    "nonblocking_ffi python: another module of this worker "
-                    "already started a Python interpreter");
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
+                      "nonblocking_ffi python: another module of this worker "
+                      "already started a Python interpreter");
         return -1;
     }
 
@@ -163,8 +163,8 @@ nffi_py_start(void)
     if (PyImport_AppendInittab("_nonblocking_ffi", nffi_py_module_init)
         != 0)
     {
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi python: "
-                    "PyImport_AppendInittab() failed");
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi python: "
+                      "PyImport_AppendInittab() failed");
         return -1;
     }
 
@@ -208,11 +208,11 @@ nffi_py_start(void)
 
 failed:
 
-    nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
-                "nonblocking_ffi python: the interpreter did not start: "
-                "%s%s%s", status.func ? status.func : "",
-                status.func ? ": " : "",
-                status.err_msg ? status.err_msg : "unknown error");
+    nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
+                  "nonblocking_ffi python: the interpreter did not start: "
+                  "%s%s%s", status.func ? status.func : "",
+                  status.func ? ": " : "",
+                  status.err_msg ? status.err_msg : "unknown error");
     return -1;
 }
 
@@ -235,10 +235,10 @@ nffi_py_promote_libpython(void)
         return;
     }
 
-    nffi_py_log(NONBLOCKING_FFI_LOG_WARN,
-                "nonblocking_ffi python: could not make libpython global "
-                "(load the loader with { is_global = true }): %s",
-                dlerror());
+    nffi_shim_log(NONBLOCKING_FFI_LOG_WARN,
+                  "nonblocking_ffi python: could not make libpython global "
+                  "(load the loader with { is_global = true }): %s",
+                  dlerror());
 }
 
 
@@ -272,9 +272,9 @@ nffi_py_configure(PyConfig *config)
             executable = path;
 
         } else {
-            nffi_py_log(NONBLOCKING_FFI_LOG_WARN,
-                        "nonblocking_ffi python: VIRTUAL_ENV \"%.512s\" has "
-                        "no bin/python: ignored", venv);
+            nffi_shim_log(NONBLOCKING_FFI_LOG_WARN,
+                          "nonblocking_ffi python: VIRTUAL_ENV \"%.512s\" has "
+                          "no bin/python: ignored", venv);
         }
     }
 
@@ -289,10 +289,10 @@ nffi_py_configure(PyConfig *config)
     status = PyConfig_SetBytesString(config, &config->executable,
                                      executable);
     if (PyStatus_Exception(status)) {
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
-                    "nonblocking_ffi python: cannot configure the "
-                    "interpreter: %s",
-                    status.err_msg ? status.err_msg : "unknown error");
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
+                      "nonblocking_ffi python: cannot configure the "
+                      "interpreter: %s",
+                      status.err_msg ? status.err_msg : "unknown error");
         return -1;
     }
 
@@ -316,9 +316,9 @@ nffi_py_bootstrap(void)
         || info.dli_fname == NULL
         || strlen(info.dli_fname) >= sizeof(file))
     {
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR,
-                    "nonblocking_ffi python: cannot find the loader's own "
-                    "file: %s", dlerror());
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR,
+                      "nonblocking_ffi python: cannot find the loader's own "
+                      "file: %s", dlerror());
         return -1;
     }
 
@@ -462,8 +462,8 @@ nffi_py_log_exception(const char *what)
 
     } else {
         PyErr_Clear();
-        nffi_py_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi python: %s "
-                    "(the exception could not be formatted)", what);
+        nffi_shim_log(NONBLOCKING_FFI_LOG_ERR, "nonblocking_ffi python: %s "
+                      "(the exception could not be formatted)", what);
     }
 
     Py_XDECREF(text);

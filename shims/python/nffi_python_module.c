@@ -21,7 +21,6 @@
 #include <stdio.h>
 
 
-#define NFFI_PY_LOG_MAX         2048
 
 
 typedef struct {
@@ -197,31 +196,6 @@ nffi_py_log_text(int level, const char *text, size_t len)
 }
 
 
-/* needs no GIL: messages longer than NFFI_PY_LOG_MAX are cut */
-
-void
-nffi_py_log(int level, const char *fmt, ...)
-{
-    int      n;
-    char     msg[NFFI_PY_LOG_MAX];
-    va_list  args;
-
-    va_start(args, fmt);
-    n = vsnprintf(msg, sizeof(msg), fmt, args);
-    va_end(args);
-
-    if (n < 0) {
-        return;
-    }
-
-    if (n >= (int) sizeof(msg)) {
-        n = sizeof(msg) - 1;
-    }
-
-    nffi_py_log_text(level, msg, n);
-}
-
-
 static int
 nffi_py_queue_of(PyObject *arg, void **tq)
 {
@@ -322,9 +296,9 @@ nffi_py_task_dealloc(nffi_py_task_t *self)
             method = "?";
         }
 
-        nffi_py_log(NONBLOCKING_FFI_LOG_WARN,
-                    "nonblocking_ffi python: a call of method \"%s\" was "
-                    "dropped without an answer: answered with rc 1", method);
+        nffi_shim_log(NONBLOCKING_FFI_LOG_WARN,
+                      "nonblocking_ffi python: a call of method \"%s\" was "
+                      "dropped without an answer: answered with rc 1", method);
 
         nffi_py_answer_text(self->task, 1, "the Python runtime dropped the "
                                            "call without answering it");
