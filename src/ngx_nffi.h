@@ -167,6 +167,11 @@ struct ngx_nffi_task_s {
 };
 
 
+/* the task whose node (on a queue or a stack) this is */
+#define ngx_nffi_task_from_node(n)                                            \
+    ((ngx_nffi_task_t *) ((u_char *) (n) - offsetof(ngx_nffi_task_t, node)))
+
+
 struct ngx_nffi_runtime_s {
     unsigned               magic;
     ngx_nffi_queue_t       queue;

@@ -27,10 +27,6 @@ static void ngx_nffi_abi_trace(const char *fmt, ...);
 static void ngx_nffi_abi_alert(const char *msg);
 
 
-#define ngx_nffi_task_from_node(n)                                            \
-    ((ngx_nffi_task_t *) ((u_char *) (n) - offsetof(ngx_nffi_task_t, node)))
-
-
 void *
 ngx_http_lua_nonblocking_ffi_task_poll(void *tq)
 {

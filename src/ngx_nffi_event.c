@@ -378,9 +378,7 @@ ngx_nffi_event_take_done(void)
 
     for (n = 0; node; node = next, n++) {
         next = node->next;
-        ngx_nffi_task_answered((ngx_nffi_task_t *)
-                       ((u_char *) node - offsetof(ngx_nffi_task_t, node)),
-                       now_ns);
+        ngx_nffi_task_answered(ngx_nffi_task_from_node(node), now_ns);
     }
 
     return n;

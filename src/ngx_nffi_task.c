@@ -63,10 +63,6 @@ static size_t              ngx_nffi_kept_bufs;
 static ngx_event_t         ngx_nffi_trim_event;
 
 
-#define ngx_nffi_task_from_node(n)                                            \
-    ((ngx_nffi_task_t *) ((u_char *) (n) - offsetof(ngx_nffi_task_t, node)))
-
-
 /* a free task, ready for a call: both references held, no answer */
 
 ngx_nffi_task_t *
