@@ -176,8 +176,15 @@ local function bad_runtime(usage)
 end
 
 
+-- the C runtime of a runtime object (kept after unload), or nil for
+-- anything else, such as the argument of a call made with a dot
+local function loaded_ptr(rt)
+    return type(rt) == "table" and rt[LOADED_PTR] or nil
+end
+
+
 local function call(rt, method, req, timeout)
-    if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
+    if loaded_ptr(rt) == nil then
         return bad_runtime(method .. "(req)")
     end
 
@@ -248,7 +255,7 @@ end
 
 
 local function unload(rt)
-    if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
+    if loaded_ptr(rt) == nil then
         return bad_runtime("__unload()")
     end
 
@@ -269,11 +276,12 @@ end
 -- calls posted and not answered yet (what max_queue bounds), also after
 -- unload, while queued calls are still being answered
 local function pending(rt)
-    if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
+    local ptr = loaded_ptr(rt)
+    if ptr == nil then
         return bad_runtime("__pending()")
     end
 
-    return lua_pending(rt[LOADED_PTR])
+    return lua_pending(ptr)
 end
 
 
@@ -341,11 +349,12 @@ end
 
 
 local function stats(rt)
-    if type(rt) ~= "table" or rt[LOADED_PTR] == nil then
+    local ptr = loaded_ptr(rt)
+    if ptr == nil then
         return bad_runtime("__stats()")
     end
 
-    return stats_of(rt[LOADED_PTR])
+    return stats_of(ptr)
 end
 
 
