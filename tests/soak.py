@@ -204,12 +204,7 @@ class Soak:
     def scrape(self):
         """Checks posted = answered + bad answers + in flight for every
         runtime of every worker, and returns the figures by worker."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port,
-                                          timeout=30)
-        try:
-            status, body = self.request(conn, "/metrics")
-        finally:
-            conn.close()
+        status, body = self.srv.request("/metrics")
         if status != 200:
             self.problem("/metrics -> %d" % status)
             return
@@ -268,12 +263,7 @@ class Soak:
                     self.sample_rss()
                     next_rss = now + RSS_EVERY
                 if now >= next_runtime_reload:
-                    conn = http.client.HTTPConnection(
-                        "127.0.0.1", self.srv.port, timeout=30)
-                    try:
-                        self.request(conn, "/reload-runtime")
-                    finally:
-                        conn.close()
+                    self.srv.request("/reload-runtime")
                     next_runtime_reload = now + RUNTIME_RELOAD_EVERY
                 if now >= next_reload:
                     self.srv.signal(signal.SIGHUP)
@@ -292,12 +282,7 @@ class Soak:
         self.check_memory()
 
     def counts(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port,
-                                          timeout=30)
-        try:
-            _, body = self.request(conn, "/counts")
-        finally:
-            conn.close()
+        _, body = self.srv.request("/counts")
         return {k: int(float(v)) for k, v in
                 (line.split(" ") for line in body.decode().splitlines())}
 
