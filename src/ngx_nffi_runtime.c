@@ -68,43 +68,42 @@ ngx_nffi_runtime_load(const char *lib, const char *cfg, int is_global,
     /* constructors may start threads (Go's do): they inherit this mask */
     ngx_nffi_signal_block(&saved);
 
+    rt = NULL;
+
     if (ngx_nffi_runtime_open(lib, is_global, &init, &symbol, err, errlen)
-        == NULL)
+        != NULL)
     {
-        ngx_nffi_signal_restore(&saved);
-        ngx_nffi_signal_take_back();
-        free(cfg_copy);
-        return NULL;
+        rt = ngx_nffi_runtime_get(lib, cfg, spin);
+
+        if (rt == NULL) {
+            *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
+        }
     }
 
-    rt = ngx_nffi_runtime_get(lib, cfg, spin);
+    if (rt) {
+        rt->max_queue = max_queue;
+        rt->loop_spin = loop_spin;
+        rt->failed = 0;
 
-    if (rt == NULL) {
-        ngx_nffi_signal_restore(&saved);
-        ngx_nffi_signal_take_back();
-        free(cfg_copy);
-        *errlen = ngx_snprintf(err, *errlen, "no memory") - err;
-        return NULL;
+        ngx_nffi_runtime_pin_module();
+
+        ngx_log_debug3(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
+                       "nonblocking_ffi: runtime %p: %s() of %s",
+                       rt, symbol, lib);
+
+        /* a late reason from an earlier init of this queue is not ours */
+        free(__atomic_exchange_n(&rt->init_error, NULL, __ATOMIC_ACQ_REL));
+
+        rc = init(cfg_copy, rt);
     }
-
-    rt->max_queue = max_queue;
-    rt->loop_spin = loop_spin;
-
-    ngx_nffi_runtime_pin_module();
-
-    ngx_log_debug3(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
-                   "nonblocking_ffi: runtime %p: %s() of %s", rt, symbol, lib);
-
-    rt->failed = 0;
-
-    /* a late reason from an earlier init of this queue is not this one's */
-    free(__atomic_exchange_n(&rt->init_error, NULL, __ATOMIC_ACQ_REL));
-
-    rc = init(cfg_copy, rt);
 
     ngx_nffi_signal_restore(&saved);
     ngx_nffi_signal_take_back();
     free(cfg_copy);
+
+    if (rt == NULL) {
+        return NULL;
+    }
 
     reason = __atomic_exchange_n(&rt->init_error, NULL, __ATOMIC_ACQ_REL);
 
