@@ -169,14 +169,15 @@ def test_prometheus_page_shows_every_worker(nginx):
     srv = nginx(workers=2, http="lua_shared_dict nffi_stats 1m;",
                 init_worker=PROMETHEUS_INIT, server=METRICS)
 
-    def both_workers_posted():
+    # a worker may publish between its post and its answer, so wait for
+    # the last figure its call changes
+    def both_workers_answered():
         text = scrape(srv)
-        pids = set(re.findall(
-            r'^nonblocking_ffi_calls_posted_total\{pid="(\d+)".*\} 1$',
-            text, re.M))
+        pids = set(re.findall(r'^nonblocking_ffi_call_duration_seconds_count'
+                              r'\{pid="(\d+)".*\} 1$', text, re.M))
         return text if len(pids) == 2 else None
 
-    text = wait_for(both_workers_posted, 10, "both workers on the page")
+    text = wait_for(both_workers_answered, 10, "both workers on the page")
     families, seen = [], set()
     for line in text.splitlines():
         if line.startswith("# TYPE "):
