@@ -38,10 +38,10 @@ extern "C" {
 
 
 /* the ABI described by this header; see ..._abi_version() */
-#define NONBLOCKING_FFI_ABI_VERSION  2
+#define NONBLOCKING_FFI_ABI_VERSION  3
 
 
-/* the most tasks one ..._task_poll_batch() call takes */
+/* the most tasks one ..._task_poll_batch() or ..._task_take() call takes */
 #define NONBLOCKING_FFI_POLL_BATCH_MAX  1024
 
 
@@ -184,6 +184,39 @@ void ngx_http_lua_nonblocking_ffi_log(int level, const char *msg, int len);
  */
 void ngx_http_lua_nonblocking_ffi_init_error(void *tq, const char *msg,
     int len);
+
+
+/*
+ * For runtimes with an event loop of their own (asyncio, tokio, libuv,
+ * epoll): a file descriptor that is readable while tasks wait in queue tq,
+ * and stays readable for good once the runtime is unloaded.  Register it
+ * for reading in the loop; when it is readable, call ..._task_take() until
+ * it returns 0.  Never read, write or close it: the module does, it is
+ * level-triggered (readable until every waiting task has been taken,
+ * whoever took them), and it stays open until the worker exits, so its
+ * number is never reused under a loop that still watches it.
+ *
+ * Event-loop and blocking pollers may share one queue.  No wake-up is
+ * lost: a task queued after ..._task_take() returned 0 makes the fd
+ * readable.  A wake-up may find nothing (another poller was faster):
+ * ..._task_take() then returns 0 and the fd is no longer readable.
+ *
+ * Every call for one tq returns the same fd; -1 (with errno) when tq is
+ * not a queue or no eventfd can be created.  Since ABI version 3.
+ */
+int ngx_http_lua_nonblocking_ffi_queue_fd(void *tq);
+
+
+/*
+ * Takes up to max tasks (at most NONBLOCKING_FFI_POLL_BATCH_MAX) into
+ * tasks[] that are waiting now, never waits.  Returns how many it took,
+ * 0 when none waits, or -1 once the runtime is unloaded and every task
+ * queued before that has been taken (the equivalent of NULL from
+ * ..._task_poll(): stop using tq, unregister its fd).  -1 also when tq is
+ * not a queue, or tasks is NULL or max < 1 (logged as [alert]).  Since ABI
+ * version 3.
+ */
+int ngx_http_lua_nonblocking_ffi_task_take(void *tq, void **tasks, int max);
 
 
 /* --- lua-resty-ffi compatibility: the same functions under its names */

@@ -24,6 +24,7 @@ static void ngx_nffi_abi_trace(const char *fmt, ...);
 #define ngx_nffi_abi_debug(...)
 #endif
 
+static int ngx_nffi_abi_take(void *tq, void **tasks, int max, int wait);
 static void ngx_nffi_abi_alert(const char *msg);
 
 
@@ -135,46 +136,11 @@ ngx_http_lua_nonblocking_ffi_abi_version(void)
 int
 ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks, int max)
 {
-    int                  i, n;
-    ngx_nffi_node_t     *nodes[NONBLOCKING_FFI_POLL_BATCH_MAX];
-    ngx_nffi_task_t     *t;
-    ngx_nffi_runtime_t  *rt;
+    int  n;
 
-    rt = ngx_nffi_runtime_of(tq);
+    n = ngx_nffi_abi_take(tq, tasks, max, 1);
 
-    if (rt == NULL) {
-        ngx_nffi_abi_alert("task_poll on something that is not a runtime "
-                           "queue");
-        return 0;
-    }
-
-    if (tasks == NULL || max < 1) {
-        ngx_nffi_abi_alert("task_poll_batch without room for a task");
-        return 0;
-    }
-
-    if (max > NONBLOCKING_FFI_POLL_BATCH_MAX) {
-        max = NONBLOCKING_FFI_POLL_BATCH_MAX;
-    }
-
-    if (!__atomic_load_n(&rt->polled, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&rt->polled, 1, __ATOMIC_RELAXED);
-    }
-
-    ngx_nffi_task_free_read_answers(rt);
-
-    n = ngx_nffi_queue_pop(&rt->queue, nodes, max);
-
-    for (i = 0; i < n; i++) {
-        t = ngx_nffi_task_from_node(nodes[i]);
-        __atomic_store_n(&t->state, NGX_NFFI_TASK_TAKEN, __ATOMIC_RELEASE);
-        tasks[i] = t;
-
-        ngx_nffi_abi_debug("nonblocking_ffi: task #%ui taken by a poller of "
-                           "%s", t->id, rt->lib);
-    }
-
-    return n;
+    return n < 0 ? 0 : n;
 }
 
 
@@ -264,6 +230,31 @@ ngx_http_lua_nonblocking_ffi_init_error(void *tq, const char *msg, int len)
 }
 
 
+int
+ngx_http_lua_nonblocking_ffi_queue_fd(void *tq)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(tq);
+
+    if (rt == NULL) {
+        ngx_nffi_abi_alert("queue_fd on something that is not a runtime "
+                           "queue");
+        errno = EINVAL;
+        return -1;
+    }
+
+    return ngx_nffi_queue_fd(&rt->queue);
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_task_take(void *tq, void **tasks, int max)
+{
+    return ngx_nffi_abi_take(tq, tasks, max, 0);
+}
+
+
 /* lua-resty-ffi names */
 
 
@@ -285,6 +276,64 @@ void
 ngx_http_lua_ffi_respond(void *tsk, int rc, char *rsp, int rsp_len)
 {
     ngx_http_lua_nonblocking_ffi_respond(tsk, rc, rsp, rsp_len);
+}
+
+
+/* -1 once unloaded and drained, else the number of tasks taken */
+
+static int
+ngx_nffi_abi_take(void *tq, void **tasks, int max, int wait)
+{
+    int                  i, n;
+    ngx_nffi_node_t     *nodes[NONBLOCKING_FFI_POLL_BATCH_MAX];
+    ngx_nffi_task_t     *t;
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(tq);
+
+    if (rt == NULL) {
+        ngx_nffi_abi_alert("task_poll or task_take on something that is "
+                           "not a runtime queue");
+        return -1;
+    }
+
+    if (tasks == NULL || max < 1) {
+        ngx_nffi_abi_alert("task_poll or task_take without room for a "
+                           "task");
+        return -1;
+    }
+
+    if (max > NONBLOCKING_FFI_POLL_BATCH_MAX) {
+        max = NONBLOCKING_FFI_POLL_BATCH_MAX;
+    }
+
+    if (!__atomic_load_n(&rt->polled, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&rt->polled, 1, __ATOMIC_RELAXED);
+    }
+
+    ngx_nffi_task_free_read_answers(rt);
+
+    if (wait) {
+        n = ngx_nffi_queue_pop(&rt->queue, nodes, max);
+
+        if (n == 0) {
+            return -1;
+        }
+
+    } else {
+        n = ngx_nffi_queue_try_pop(&rt->queue, nodes, max);
+    }
+
+    for (i = 0; i < n; i++) {
+        t = ngx_nffi_task_from_node(nodes[i]);
+        __atomic_store_n(&t->state, NGX_NFFI_TASK_TAKEN, __ATOMIC_RELEASE);
+        tasks[i] = t;
+
+        ngx_nffi_abi_debug("nonblocking_ffi: task #%ui taken by a poller of "
+                           "%s", t->id, rt->lib);
+    }
+
+    return n;
 }
 
 

@@ -4,9 +4,13 @@
  * Request queue and done stack; see ngx_nffi_queue.h.
  */
 
+#include <errno.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ngx_nffi_queue.h"
 
@@ -17,6 +21,7 @@
 
 static int ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
     int max);
+static void ngx_nffi_queue_signal(ngx_nffi_queue_t *q, int readable);
 static void ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q);
 
@@ -40,6 +45,8 @@ ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max)
     q->sleepers = 0;
     q->spinners = 0;
     q->closed = 0;
+    q->fd = -1;
+    q->signalled = 0;
     q->spin_max = spin_max < 0 ? 0 : spin_max;
     q->spin_budget = q->spin_max;
 
@@ -50,6 +57,10 @@ ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max)
 void
 ngx_nffi_queue_destroy(ngx_nffi_queue_t *q)
 {
+    if (q->fd != -1) {
+        close(q->fd);
+    }
+
     pthread_cond_destroy(&q->cond);
     pthread_mutex_destroy(&q->mutex);
 }
@@ -79,7 +90,7 @@ ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node)
         __atomic_store_n(&q->length_max, q->length, __ATOMIC_RELAXED);
     }
 
-    sleeping = q->sleepers > 0;
+    sleeping = q->sleepers > 0 || (q->fd != -1 && !q->signalled);
 
     pthread_mutex_unlock(&q->mutex);
 
@@ -97,6 +108,10 @@ ngx_nffi_queue_wake(ngx_nffi_queue_t *q)
 
     } else if (q->sleepers > 0 && q->length > 0) {
         pthread_cond_signal(&q->cond);
+    }
+
+    if (q->length > 0) {
+        ngx_nffi_queue_signal(q, 1);
     }
 
     pthread_mutex_unlock(&q->mutex);
@@ -173,12 +188,57 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
 }
 
 
+int
+ngx_nffi_queue_try_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
+{
+    int  n;
+
+    pthread_mutex_lock(&q->mutex);
+
+    if (q->head) {
+        n = ngx_nffi_queue_take(q, nodes, max);
+
+    } else {
+        n = q->closed ? -1 : 0;
+    }
+
+    pthread_mutex_unlock(&q->mutex);
+
+    return n;
+}
+
+
+int
+ngx_nffi_queue_fd(ngx_nffi_queue_t *q)
+{
+    int  fd;
+
+    pthread_mutex_lock(&q->mutex);
+
+    if (q->fd == -1) {
+        q->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+        if (q->head || q->closed) {
+            ngx_nffi_queue_signal(q, 1);
+        }
+    }
+
+    fd = q->fd;
+
+    pthread_mutex_unlock(&q->mutex);
+
+    return fd;
+}
+
+
 void
 ngx_nffi_queue_close(ngx_nffi_queue_t *q)
 {
     pthread_mutex_lock(&q->mutex);
     __atomic_store_n(&q->closed, 1, __ATOMIC_RELAXED);
     pthread_cond_broadcast(&q->cond);
+    /* readable for good: every event loop waiting on it sees the end */
+    ngx_nffi_queue_signal(q, 1);
     pthread_mutex_unlock(&q->mutex);
 }
 
@@ -191,6 +251,11 @@ ngx_nffi_queue_reopen(ngx_nffi_queue_t *q, int spin_max)
     spin_max = spin_max < 0 ? 0 : spin_max;
     __atomic_store_n(&q->spin_max, spin_max, __ATOMIC_RELAXED);
     __atomic_store_n(&q->spin_budget, spin_max, __ATOMIC_RELAXED);
+
+    if (q->head == NULL) {
+        ngx_nffi_queue_signal(q, 0);
+    }
+
     pthread_mutex_unlock(&q->mutex);
 }
 
@@ -210,6 +275,10 @@ ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
 
     if (q->head == NULL) {
         q->tail = NULL;
+
+        if (!q->closed) {
+            ngx_nffi_queue_signal(q, 0);
+        }
     }
 
     __atomic_store_n(&q->length, q->length - n, __ATOMIC_RELAXED);
@@ -220,6 +289,32 @@ ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
     }
 
     return n;
+}
+
+
+/*
+ * Under the mutex: makes the eventfd readable or not.  Its counter is 0
+ * while signalled is clear, so one write and one read of 1 flip it.
+ */
+
+static void
+ngx_nffi_queue_signal(ngx_nffi_queue_t *q, int readable)
+{
+    uint64_t  one;
+    ssize_t   n;
+
+    if (q->fd == -1 || q->signalled == readable) {
+        return;
+    }
+
+    one = 1;
+
+    do {
+        n = readable ? write(q->fd, &one, sizeof(one))
+                     : read(q->fd, &one, sizeof(one));
+    } while (n == -1 && errno == EINTR);
+
+    q->signalled = readable;
 }
 
 

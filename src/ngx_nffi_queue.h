@@ -6,7 +6,8 @@
  *
  * ngx_nffi_queue_t  a runtime's request queue: FIFO, any number of
  *                   producers and consumers; consumers spin adaptively,
- *                   then sleep.
+ *                   then sleep, or wait on the queue's eventfd in their
+ *                   own event loop and take without waiting.
  * ngx_nffi_stack_t  a lock-free stack: any thread pushes, one thread
  *                   takes everything at once, in push order (a worker's
  *                   done stack, a runtime's read answers).
@@ -37,6 +38,14 @@ typedef struct {
     unsigned             sleepers;
     unsigned             spinners;
     int                  closed;      /* atomic: spinners read it */
+    /*
+     * The eventfd of event-loop consumers, -1 until one asks for it.
+     * Under the mutex it is readable exactly when signalled is set, and
+     * signalled is set when (and after a deferred wake, as soon as) the
+     * queue is closed or not empty.
+     */
+    int                  fd;
+    int                  signalled;
     /* sched_yield() rounds a consumer may spin before sleeping */
     int                  spin_max;
     int                  spin_budget;
@@ -52,8 +61,9 @@ int ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max);
 void ngx_nffi_queue_destroy(ngx_nffi_queue_t *q);
 
 /*
- * Appends a node; returns 1 when a consumer sleeps and should be woken
- * with ngx_nffi_queue_wake(), which the caller may defer to batch wakes.
+ * Appends a node; returns 1 when a consumer sleeps (on the condition
+ * variable or on the eventfd) and should be woken with
+ * ngx_nffi_queue_wake(), which the caller may defer to batch wakes.
  */
 int ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node);
 void ngx_nffi_queue_wake(ngx_nffi_queue_t *q);
@@ -64,6 +74,20 @@ void ngx_nffi_queue_wake(ngx_nffi_queue_t *q);
  */
 int ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
     int max);
+
+/*
+ * Takes up to max nodes that are queued now, never waits.  Returns 0 when
+ * none is, -1 once the queue is closed and empty.
+ */
+int ngx_nffi_queue_try_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
+    int max);
+
+/*
+ * The queue's eventfd (created on the first call, kept until destroy):
+ * readable while nodes are queued or the queue is closed.  -1 with errno
+ * when it cannot be created.
+ */
+int ngx_nffi_queue_fd(ngx_nffi_queue_t *q);
 
 /* No more pushes: consumers drain what is queued, then get 0. */
 void ngx_nffi_queue_close(ngx_nffi_queue_t *q);

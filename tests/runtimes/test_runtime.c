@@ -9,7 +9,9 @@
  *
  * cfg is a comma-separated list of settings (or nil); other settings are
  * ignored, so a test can make a separate runtime with any new cfg:
- *   threads=N   poll threads (default 1, 1 to 64)
+ *   threads=N   poll threads (default 1, 0 to 64)
+ *   loops=N     event-loop threads (default 0, 0 to 64): each waits on the
+ *               queue's fd with epoll and takes tasks without waiting
  *   batch=N     poll up to N tasks at once (the batch extension)
  *   fail=RC     init fails, returning RC; a "why=TEXT" at the end of cfg
  *               is the reason it gives (init_error())
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +68,9 @@ static int              test_rt_gathered_n;
 static int  test_rt_polled;
 static int  test_rt_pollers_ended;
 static int  test_rt_cancels_seen;
+static int  test_rt_loop_wakes;
+/* the queue of the last init, for "take_misuse" */
+static void *test_rt_last_tq;
 
 
 static char *
@@ -438,11 +444,31 @@ test_rt_stats(void *task, const char *req, int len)
     char  text[256];
 
     snprintf(text, sizeof(text),
-             "polled=%d pollers_ended=%d cancels_seen=%d abi=%d",
+             "polled=%d pollers_ended=%d cancels_seen=%d abi=%d "
+             "loop_wakes=%d",
              __atomic_load_n(&test_rt_polled, __ATOMIC_RELAXED),
              __atomic_load_n(&test_rt_pollers_ended, __ATOMIC_RELAXED),
              __atomic_load_n(&test_rt_cancels_seen, __ATOMIC_RELAXED),
-             ngx_http_lua_nonblocking_ffi_abi_version());
+             ngx_http_lua_nonblocking_ffi_abi_version(),
+             __atomic_load_n(&test_rt_loop_wakes, __ATOMIC_RELAXED));
+    test_rt_answer_text(task, 0, text);
+}
+
+
+/* the event-loop calls with bad arguments: each answers -1 */
+
+static void
+test_rt_take_misuse(void *task, const char *req, int len)
+{
+    char   text[64];
+    void  *tasks[1];
+
+    snprintf(text, sizeof(text), "%d %d %d",
+             ngx_http_lua_nonblocking_ffi_queue_fd(task),
+             ngx_http_lua_nonblocking_ffi_task_take(task, tasks, 1),
+             ngx_http_lua_nonblocking_ffi_task_take(
+                 __atomic_load_n(&test_rt_last_tq, __ATOMIC_RELAXED), NULL,
+                 1));
     test_rt_answer_text(task, 0, text);
 }
 
@@ -465,6 +491,7 @@ static const test_rt_method_t  test_rt_methods[] = {
     { "log", test_rt_log },
     { "wait_cancel", test_rt_wait_cancel },
     { "stats", test_rt_stats },
+    { "take_misuse", test_rt_take_misuse },
     { NULL, NULL }
 };
 
@@ -525,6 +552,57 @@ test_rt_poll_loop(void *arg)
 }
 
 
+/* what an event loop does: wait on the queue's fd, take what is there */
+
+static void *
+test_rt_event_loop(void *arg)
+{
+    int                  i, n, fd, ep;
+    void                *tasks[64];
+    test_rt_runtime_t   *rt = arg;
+    struct epoll_event   ev;
+
+    fd = ngx_http_lua_nonblocking_ffi_queue_fd(rt->tq);
+    ep = epoll_create1(EPOLL_CLOEXEC);
+
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+
+    if (fd == -1 || ep == -1 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        ngx_http_lua_nonblocking_ffi_log(NONBLOCKING_FFI_LOG_ALERT,
+                                         "test runtime: no event loop", 0);
+        abort();
+    }
+
+    for ( ;; ) {
+        n = ngx_http_lua_nonblocking_ffi_task_take(rt->tq, tasks, rt->batch);
+
+        if (n < 0) {
+            break;
+        }
+
+        if (n == 0) {
+            while (epoll_wait(ep, &ev, 1, -1) == -1 && errno == EINTR) {
+                /* void */
+            }
+
+            __atomic_add_fetch(&test_rt_loop_wakes, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+
+        for (i = 0; i < n; i++) {
+            test_rt_handle(tasks[i]);
+        }
+    }
+
+    close(ep);
+    __atomic_add_fetch(&test_rt_pollers_ended, 1, __ATOMIC_RELAXED);
+    free(rt);
+
+    return NULL;
+}
+
+
 static int
 test_rt_setting(const char *cfg, const char *name, int dflt)
 {
@@ -550,7 +628,7 @@ test_rt_setting(const char *cfg, const char *name, int dflt)
 int
 lib_nonblocking_ffi_init(char *cfg, void *tq)
 {
-    int                 i, threads, rc;
+    int                 i, threads, loops, rc;
     char               *why;
     pthread_t           thread;
     test_rt_runtime_t  *rt;
@@ -568,12 +646,17 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
     }
 
     threads = test_rt_setting(cfg, "threads", 1);
+    loops = test_rt_setting(cfg, "loops", 0);
 
-    if (threads < 1 || threads > 64) {
+    if (threads < 0 || threads > 64 || loops < 0 || loops > 64
+        || threads + loops == 0)
+    {
         return -1;
     }
 
-    for (i = 0; i < threads; i++) {
+    __atomic_store_n(&test_rt_last_tq, tq, __ATOMIC_RELAXED);
+
+    for (i = 0; i < threads + loops; i++) {
         /* each poller frees its own copy when it sees the end */
         rt = malloc(sizeof(test_rt_runtime_t));
         if (rt == NULL) {
@@ -583,11 +666,14 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
         rt->tq = tq;
         rt->batch = test_rt_setting(cfg, "batch", 1);
 
-        if (rt->batch > 64) {
-            rt->batch = 64;
+        if (rt->batch < 1 || rt->batch > 64) {
+            rt->batch = rt->batch < 1 ? 1 : 64;
         }
 
-        if (pthread_create(&thread, NULL, test_rt_poll_loop, rt) != 0) {
+        if (pthread_create(&thread, NULL,
+                           i < threads ? test_rt_poll_loop
+                                       : test_rt_event_loop, rt) != 0)
+        {
             free(rt);
             return -1;
         }

@@ -10,6 +10,8 @@
 /* usleep(), sigaction() and clock_gettime() with -std=c99 too */
 #define _GNU_SOURCE
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -37,6 +39,10 @@
 #define MPMC_BATCH_MAX       16
 /* producers with an odd id defer their wakes over this many pushes */
 #define MPMC_WAKE_BATCH      8
+
+/* a wait on the eventfd this long means a lost wakeup */
+#define EVENT_LOOP_WAIT_MS   10000
+#define FD_WAITERS           3
 
 #define CLOSE_CONSUMERS      3
 #define CLOSE_ITEMS          1000
@@ -107,6 +113,9 @@ typedef struct {
     unsigned             seed;
     int                  received;
     int                  after_end;
+    /* takes without waiting and waits on the eventfd, as event loops do */
+    int                  event_loop;
+    long                 wakes_for_nothing;
 } mpmc_consumer_t;
 
 
@@ -124,6 +133,13 @@ typedef struct {
     int                  together;
     int                  after_end;
 } spread_t;
+
+
+typedef struct {
+    ngx_nffi_queue_t    *q;
+    int                 *waiting;
+    int                  saw_end;
+} fd_waiter_t;
 
 
 typedef struct {
@@ -160,7 +176,11 @@ static void *spsc_consumer(void *data);
 static void spsc_run(int spin_max, int max);
 static void *mpmc_producer(void *data);
 static void *mpmc_consumer(void *data);
-static void mpmc_run(int spin_max, unsigned seed);
+static int event_loop_pop(mpmc_consumer_t *c, ngx_nffi_node_t **nodes,
+    int max);
+static int fd_readable(int fd, int timeout_ms);
+static void *fd_waiter(void *data);
+static void mpmc_run(int spin_max, unsigned seed, int event_loops);
 static int mpmc_join(pthread_t *ct, mpmc_consumer_t *c, int consumers,
     unsigned *seen, int total);
 static void close_run(int spin_max, int items);
@@ -187,6 +207,9 @@ static void *huge_spin_consumer(void *data);
 static void test_queue_huge_spin_grows_safely(void);
 static void test_queue_close_stops_a_huge_spin(void);
 static void test_queue_reopen(void);
+static void test_queue_fd_level(void);
+static void test_queue_fd_mixed_pollers(void);
+static void test_queue_fd_close_wakes_waiters(void);
 static void test_stack_sequential(void);
 static void test_stack_mpsc(void);
 
@@ -211,6 +234,9 @@ static const test_t  tests[] = {
     { "queue_huge_spin_grows_safely", test_queue_huge_spin_grows_safely },
     { "queue_close_stops_a_huge_spin", test_queue_close_stops_a_huge_spin },
     { "queue_reopen", test_queue_reopen },
+    { "queue_fd_level", test_queue_fd_level },
+    { "queue_fd_mixed_pollers", test_queue_fd_mixed_pollers },
+    { "queue_fd_close_wakes_waiters", test_queue_fd_close_wakes_waiters },
     { "stack_sequential", test_stack_sequential },
     { "stack_mpsc", test_stack_mpsc },
 };
@@ -465,7 +491,8 @@ mpmc_consumer(void *data)
     for ( ;; ) {
         max = 1 + test_random(&c->seed) % MPMC_BATCH_MAX;
 
-        n = ngx_nffi_queue_pop(c->q, nodes, max);
+        n = c->event_loop ? event_loop_pop(c, nodes, max)
+                          : ngx_nffi_queue_pop(c->q, nodes, max);
 
         if (n == 0) {
             break;
@@ -500,14 +527,73 @@ mpmc_consumer(void *data)
     }
 
     /* the end is sticky */
-    c->after_end = ngx_nffi_queue_pop(c->q, nodes, MPMC_BATCH_MAX);
+    if (c->event_loop) {
+        c->after_end = ngx_nffi_queue_try_pop(c->q, nodes, MPMC_BATCH_MAX)
+                       + 1;
+
+    } else {
+        c->after_end = ngx_nffi_queue_pop(c->q, nodes, MPMC_BATCH_MAX);
+    }
 
     return NULL;
 }
 
 
+/*
+ * ngx_nffi_queue_pop() the way an event loop does it: take without
+ * waiting, wait on the eventfd when there was nothing.  A wait that times
+ * out is a lost wakeup.  Returns 0 at the end, as pop does.
+ */
+
+static int
+event_loop_pop(mpmc_consumer_t *c, ngx_nffi_node_t **nodes, int max)
+{
+    int  n, fd, woken;
+
+    fd = ngx_nffi_queue_fd(c->q);
+    CHECK(fd != -1);
+    woken = 0;
+
+    for ( ;; ) {
+        n = ngx_nffi_queue_try_pop(c->q, nodes, max);
+
+        if (n != 0) {
+            return n < 0 ? 0 : n;
+        }
+
+        c->wakes_for_nothing += woken;
+
+        /* nothing taken: the fd is not readable until the next push */
+        if (!fd_readable(fd, EVENT_LOOP_WAIT_MS)) {
+            CHECK(!"lost wakeup: the eventfd stayed unreadable");
+            return 0;
+        }
+
+        woken = 1;
+    }
+}
+
+
+static int
+fd_readable(int fd, int timeout_ms)
+{
+    int            n;
+    struct pollfd  pfd;
+
+    pfd.fd = fd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+
+    do {
+        n = poll(&pfd, 1, timeout_ms);
+    } while (n == -1 && errno == EINTR);
+
+    return n == 1 && (pfd.revents & POLLIN);
+}
+
+
 static void
-mpmc_run(int spin_max, unsigned seed)
+mpmc_run(int spin_max, unsigned seed, int event_loops)
 {
     int               i, total, bad;
     unsigned         *seen;
@@ -538,6 +624,8 @@ mpmc_run(int spin_max, unsigned seed)
         c[i].seed = seed * 0x9e3779b9u * (i + 1) | 1;
         c[i].received = 0;
         c[i].after_end = -1;
+        c[i].event_loop = i < event_loops;
+        c[i].wakes_for_nothing = 0;
         CHECK(pthread_create(&ct[i], NULL, mpmc_consumer, &c[i]) == 0);
     }
 
@@ -560,6 +648,11 @@ mpmc_run(int spin_max, unsigned seed)
     if (bad) {
         fprintf(stderr, "  %d of %d nodes not received exactly once\n",
                 bad, total);
+    }
+
+    /* no busy loop: a push wakes each event loop at most once */
+    for (i = 0; i < event_loops; i++) {
+        CHECK(c[i].wakes_for_nothing <= total);
     }
 
     CHECK(test_spin_budget_sane(&q));
@@ -640,6 +733,8 @@ close_run(int spin_max, int count)
         c[i].seed = 0x2545f491u * (i + 1);
         c[i].received = 0;
         c[i].after_end = -1;
+        c[i].event_loop = 0;
+        c[i].wakes_for_nothing = 0;
         CHECK(pthread_create(&ct[i], NULL, mpmc_consumer, &c[i]) == 0);
     }
 
@@ -992,7 +1087,7 @@ test_queue_mpmc_spin0(void)
     unsigned  round;
 
     for (round = 1; round <= MPMC_ROUNDS; round++) {
-        mpmc_run(0, round);
+        mpmc_run(0, round, 0);
     }
 }
 
@@ -1003,7 +1098,7 @@ test_queue_mpmc_spin50(void)
     unsigned  round;
 
     for (round = 1; round <= MPMC_ROUNDS; round++) {
-        mpmc_run(50, round);
+        mpmc_run(50, round, 0);
     }
 }
 
@@ -1077,6 +1172,8 @@ test_queue_close_wakes_spinners(void)
         c[i].seed = 0x61c88647u * (i + 1);
         c[i].received = 0;
         c[i].after_end = -1;
+        c[i].event_loop = 0;
+        c[i].wakes_for_nothing = 0;
         CHECK(pthread_create(&ct[i], NULL, mpmc_consumer, &c[i]) == 0);
     }
 
@@ -1293,6 +1390,137 @@ test_queue_reopen(void)
     CHECK(ngx_nffi_queue_pop(&q, &taken, 1) == 0);
 
     ngx_nffi_queue_destroy(&q);
+}
+
+
+/* readable exactly while nodes wait or once closed, also across a reopen */
+
+static void
+test_queue_fd_level(void)
+{
+    int               fd;
+    ngx_nffi_node_t   nodes[2], *taken[2];
+    ngx_nffi_queue_t  q;
+
+    CHECK(ngx_nffi_queue_init(&q, 0) == 0);
+
+    /* asked for while a node waits: readable from the start */
+    CHECK(ngx_nffi_queue_push(&q, &nodes[0]) == 0);
+    fd = ngx_nffi_queue_fd(&q);
+    CHECK(fd != -1 && ngx_nffi_queue_fd(&q) == fd);
+    CHECK(fd_readable(fd, 0));
+
+    CHECK(ngx_nffi_queue_try_pop(&q, taken, 2) == 1 && taken[0] == &nodes[0]);
+    CHECK(!fd_readable(fd, 0));
+    CHECK(ngx_nffi_queue_try_pop(&q, taken, 2) == 0);
+    CHECK(!fd_readable(fd, 0));
+
+    /* a push between "took nothing" and "wait on the fd" is seen */
+    CHECK(ngx_nffi_queue_push(&q, &nodes[0]) == 1);
+    CHECK(!fd_readable(fd, 0));
+    ngx_nffi_queue_wake(&q);
+    CHECK(fd_readable(fd, 0));
+
+    /* already readable: no wake is asked for */
+    CHECK(ngx_nffi_queue_push(&q, &nodes[1]) == 0);
+    CHECK(ngx_nffi_queue_try_pop(&q, taken, 1) == 1 && taken[0] == &nodes[0]);
+    CHECK(fd_readable(fd, 0));
+
+    /* a blocking poller empties the queue: the fd follows */
+    CHECK(ngx_nffi_queue_pop(&q, taken, 2) == 1 && taken[0] == &nodes[1]);
+    CHECK(!fd_readable(fd, 0));
+
+    /* a wake with nothing queued (taken before it ran) signals nothing */
+    CHECK(ngx_nffi_queue_push(&q, &nodes[0]) == 1);
+    CHECK(ngx_nffi_queue_pop(&q, taken, 2) == 1);
+    ngx_nffi_queue_wake(&q);
+    CHECK(!fd_readable(fd, 0));
+
+    /* closed: readable for good, the end is sticky */
+    ngx_nffi_queue_close(&q);
+    CHECK(fd_readable(fd, 0));
+    CHECK(ngx_nffi_queue_try_pop(&q, taken, 2) == -1);
+    CHECK(ngx_nffi_queue_try_pop(&q, taken, 2) == -1);
+    CHECK(fd_readable(fd, 0));
+
+    /* closed with a node left: it is taken first */
+    ngx_nffi_queue_reopen(&q, 0);
+    CHECK(!fd_readable(fd, 0));
+    ngx_nffi_queue_push(&q, &nodes[0]);
+    ngx_nffi_queue_close(&q);
+    CHECK(ngx_nffi_queue_try_pop(&q, taken, 2) == 1);
+    CHECK(fd_readable(fd, 0));
+    CHECK(ngx_nffi_queue_try_pop(&q, taken, 2) == -1);
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+/* event loops and blocking consumers on one queue: nothing lost or twice */
+
+static void
+test_queue_fd_mixed_pollers(void)
+{
+    unsigned  round;
+
+    for (round = 1; round <= MPMC_ROUNDS; round++) {
+        mpmc_run(0, round, MPMC_CONSUMERS);
+        mpmc_run(0, round, 1);
+        mpmc_run(50, round, 2);
+    }
+}
+
+
+static void
+test_queue_fd_close_wakes_waiters(void)
+{
+    int               i, waiting;
+    pthread_t         wt[FD_WAITERS];
+    fd_waiter_t       w[FD_WAITERS];
+    ngx_nffi_queue_t  q;
+
+    CHECK(ngx_nffi_queue_init(&q, 0) == 0);
+    waiting = 0;
+
+    for (i = 0; i < FD_WAITERS; i++) {
+        w[i].q = &q;
+        w[i].waiting = &waiting;
+        w[i].saw_end = 0;
+        CHECK(pthread_create(&wt[i], NULL, fd_waiter, &w[i]) == 0);
+    }
+
+    while (__atomic_load_n(&waiting, __ATOMIC_ACQUIRE) < FD_WAITERS) {
+        sched_yield();
+    }
+
+    ngx_nffi_queue_close(&q);
+
+    for (i = 0; i < FD_WAITERS; i++) {
+        pthread_join(wt[i], NULL);
+        CHECK(w[i].saw_end);
+    }
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+static void *
+fd_waiter(void *data)
+{
+    fd_waiter_t  *w = data;
+
+    int               fd;
+    ngx_nffi_node_t  *taken;
+
+    fd = ngx_nffi_queue_fd(w->q);
+    CHECK(ngx_nffi_queue_try_pop(w->q, &taken, 1) == 0);
+
+    __atomic_add_fetch(w->waiting, 1, __ATOMIC_RELEASE);
+
+    CHECK(fd_readable(fd, EVENT_LOOP_WAIT_MS));
+    w->saw_end = ngx_nffi_queue_try_pop(w->q, &taken, 1) == -1;
+
+    return NULL;
 }
 
 
