@@ -298,6 +298,9 @@ BAD_ARGUMENTS = """
         attempt("poll huge", lambda: nonblocking_ffi.poll(2**80))
         attempt("poll_batch max 0", lambda: nonblocking_ffi.poll_batch(TQ, 0))
         attempt("poll_batch max", lambda: nonblocking_ffi.poll_batch(TQ, 5000))
+        attempt("take max 0", lambda: nonblocking_ffi.take(TQ, 0))
+        attempt("take unknown", lambda: nonblocking_ffi.take(12345))
+        attempt("queue_fd str", lambda: nonblocking_ffi.queue_fd("tq"))
         attempt("log level", lambda: nonblocking_ffi.log(99, "x"))
         attempt("log bytes", lambda: nonblocking_ffi.log(4, b"x"))
         attempt("new Task", lambda: nonblocking_ffi.Task())
@@ -306,6 +309,7 @@ BAD_ARGUMENTS = """
         attempt("serve threads", lambda: nonblocking_ffi.serve(TQ, print, 0))
         attempt("serve batch", lambda: serve(TQ, print, batch=0))
         attempt("serve hook", lambda: serve(TQ, print, on_stop=1))
+        attempt("serve spin", lambda: serve(TQ, print, spin=-1))
         attempt(
             "serve async threads",
             lambda: nonblocking_ffi.serve(TQ, coroutine_handler, threads=2),
@@ -360,6 +364,11 @@ def test_bad_arguments_raise_and_the_task_still_answers(pynginx, modules):
         "the int given to the configured function",
         "poll_batch max 0: ValueError: max must be 1 to 1024",
         "poll_batch max: ValueError: max must be 1 to 1024",
+        "take max 0: ValueError: max must be 1 to 1024",
+        "take unknown: ValueError: tq is not a queue of this worker: pass "
+        "the int given to the configured function",
+        "queue_fd str: TypeError: tq must be the int given to the "
+        "configured function, not str",
         "log level: ValueError: level must be LOG_EMERG (1) to LOG_DEBUG (8), "
         "not 99",
         "log bytes: TypeError: log() argument 2 must be str, not bytes",
@@ -370,6 +379,7 @@ def test_bad_arguments_raise_and_the_task_still_answers(pynginx, modules):
         "serve threads: ValueError: threads must be an int >= 1, not 0",
         "serve batch: ValueError: batch must be 1 to 1024, not 0",
         "serve hook: TypeError: on_stop must be callable",
+        "serve spin: ValueError: spin must be an int >= 0, not -1",
         "serve async threads: ValueError: an async handler runs on one event "
         "loop: threads must be 1",
         "Error rc 0: ValueError: Error needs an int rc other than 0 (a C "
@@ -1126,8 +1136,9 @@ def test_unload_stops_the_threads_and_runs_on_stop(pynginx, modules):
         "true 'sync'",
         "true 'async'",
         "false 'timeout'",
-        # 3 poll threads; a poll thread and an event loop thread
-        "5 more threads",
+        # 3 poll threads, and the event loop's thread: it takes its calls
+        # itself, no poll thread feeds it
+        "4 more threads",
         "false 'unloaded'",
         "false 'unloaded'",
         "0 more threads",
@@ -1625,3 +1636,82 @@ def test_redis_streams_load_fails_without_redis(pynginx):
         r"redis_streams.init\(\) raised%s\nredis.exceptions.ConnectionError"
         % TB
     )
+
+
+LOOPS = """
+    import asyncio
+    import contextvars
+
+    import nonblocking_ffi
+
+    CALLER = contextvars.ContextVar("caller", default=None)
+
+
+    async def handle(task):
+        if task.method == "stop_loop":
+            asyncio.get_running_loop().stop()
+            return "stopping"
+        if task.method == "sleep":
+            await asyncio.sleep(int(task.request) / 1000)
+        return task.request
+
+
+    def init(rest, tq):
+        nonblocking_ffi.serve(tq, handle, spin=int(rest))
+"""
+
+
+@pytest.mark.parametrize("spin", ["0", "200"])
+def test_asyncio_loop_serves_fast_calls_beside_slow_ones(
+    pynginx, modules, spin
+):
+    mod = modules.write("loops", LOOPS)
+    srv = pynginx(
+        server=py_location(
+            "/t",
+            r"""
+        local rt = assert(pyload("%s,init,%s"))
+        -- a slow call holds one runner; 200 fast ones in a row pass it
+        local slow = ngx.thread.spawn(function() return rt:sleep("2000") end)
+        ngx.update_time()
+        local start = ngx.now()
+        local right = 0
+        for i = 1, 200 do
+            local ok, res = rt:echo(tostring(i))
+            if ok and res == tostring(i) then right = right + 1 end
+        end
+        ngx.update_time()
+        ngx.say(right, " ", ngx.now() - start < 1.5)
+        show(ngx.thread.wait(slow))
+        -- and as many at once as there are callers
+        ngx.say(count_true(50, function(i)
+            local ok, res = rt:sleep("100")
+            return ok and res == "100"
+        end))
+    """ % (mod, spin),
+        )
+    )
+    assert srv.get("/t").splitlines() == [
+        "200 true", "true true '2000'", "50"]
+
+
+def test_asyncio_loop_stopped_by_the_application_refuses_calls(
+    pynginx, modules
+):
+    mod = modules.write("loops", LOOPS)
+    srv = pynginx(
+        server=py_location(
+            "/t",
+            r"""
+        local rt = assert(pyload("%s,init,200"))
+        show(rt:stop_loop())
+        show(rt:echo("after"))
+        show(rt:echo("again"))
+    """ % mod,
+        )
+    )
+    assert srv.get("/t").splitlines() == [
+        "true 'stopping'",
+        "false 1 'the event loop of the runtime is closed'",
+        "false 1 'the event loop of the runtime is closed'",
+    ]

@@ -6,6 +6,9 @@
  *
  *   poll(tq) -> Task or None        waits for the next call, GIL released
  *   poll_batch(tq, max=64) -> list  up to max calls at once, [] at the end
+ *   queue_fd(tq) -> int             readable while calls wait (event loops)
+ *   take(tq, max=64) -> list|None   the calls waiting now, never waits;
+ *                                   None at the end
  *   Task.request, .method, .answered, .cancelled, .respond(rc, data=None)
  *   log(level, message)             into the nginx error log, any thread
  *
@@ -17,6 +20,8 @@
 
 #include "nffi_python.h"
 
+#include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -46,10 +51,18 @@ static PyObject *nffi_py_task_cancelled(nffi_py_task_t *self,
 static PyObject *nffi_py_poll(PyObject *module, PyObject *arg);
 static PyObject *nffi_py_poll_batch(PyObject *module, PyObject *args,
     PyObject *kwargs);
+static PyObject *nffi_py_queue_fd(PyObject *module, PyObject *arg);
+static PyObject *nffi_py_take(PyObject *module, PyObject *args,
+    PyObject *kwargs);
+static int nffi_py_batch_args(PyObject *args, PyObject *kwargs,
+    const char *format, void **tq, int *max);
+static PyObject *nffi_py_task_list(void **tasks, int n);
 static PyObject *nffi_py_log_message(PyObject *module, PyObject *args);
 static PyObject *nffi_py_abi_version(PyObject *module, PyObject *unused);
 static PyObject *nffi_py_check_queue(PyObject *module, PyObject *arg);
 static PyObject *nffi_py_init_error(PyObject *module, PyObject *args);
+static PyObject *nffi_py_spin_until_readable(PyObject *module,
+    PyObject *args);
 
 
 /* the queues handed out by the loader; they live as long as the process */
@@ -107,6 +120,18 @@ static PyMethodDef  nffi_py_methods[] = {
       "poll_batch(tq, max=64)\n--\n\n"
       "Like poll(), but returns a list of up to max Tasks (at least one),\n"
       "or [] once the runtime is unloaded and drained." },
+    { "queue_fd", nffi_py_queue_fd, METH_O,
+      "queue_fd(tq)\n--\n\n"
+      "A file descriptor that is readable while calls wait on queue tq,\n"
+      "and for good once the runtime is unloaded: watch it in an event\n"
+      "loop (loop.add_reader) and call take() when it is readable.  Never\n"
+      "read, write or close it." },
+    { "take", (PyCFunction) (void (*)(void)) nffi_py_take,
+      METH_VARARGS | METH_KEYWORDS,
+      "take(tq, max=64)\n--\n\n"
+      "The calls waiting on queue tq now, up to max, as a list of Tasks\n"
+      "(empty when none waits); never waits.  None once the runtime is\n"
+      "unloaded and drained: stop watching its fd then." },
     { "log", nffi_py_log_message, METH_VARARGS,
       "log(level, message)\n--\n\n"
       "Writes message to the nginx error log at level (LOG_EMERG ...\n"
@@ -117,6 +142,10 @@ static PyMethodDef  nffi_py_methods[] = {
     { "_check_queue", nffi_py_check_queue, METH_O,
       "_check_queue(tq)\n--\n\n"
       "Raises TypeError or ValueError unless tq is a queue of this worker." },
+    { "_spin_until_readable", nffi_py_spin_until_readable, METH_VARARGS,
+      "_spin_until_readable(fd, rounds)\n--\n\n"
+      "Up to rounds sched_yield() rounds, GIL released, until fd is\n"
+      "readable; True if it became readable." },
     { "_init_error", nffi_py_init_error, METH_VARARGS,
       "_init_error(tq, reason)\n--\n\n"
       "Gives reason to the Lua caller of a load that is failing." },
@@ -466,32 +495,94 @@ nffi_py_poll(PyObject *module, PyObject *arg)
 static PyObject *
 nffi_py_poll_batch(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    int           i, n, max;
-    void         *tq, *tasks[NONBLOCKING_FFI_POLL_BATCH_MAX];
-    PyObject     *arg, *list, *task;
-    static char  *kwlist[] = { "tq", "max", NULL };
+    int    n, max;
+    void  *tq, *tasks[NONBLOCKING_FFI_POLL_BATCH_MAX];
 
-    max = 64;
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|i:poll_batch", kwlist,
-                                     &arg, &max))
-    {
-        return NULL;
-    }
-
-    if (max < 1 || max > NONBLOCKING_FFI_POLL_BATCH_MAX) {
-        PyErr_Format(PyExc_ValueError, "max must be 1 to %d",
-                     NONBLOCKING_FFI_POLL_BATCH_MAX);
-        return NULL;
-    }
-
-    if (nffi_py_queue_of(arg, &tq) < 0) {
+    if (nffi_py_batch_args(args, kwargs, "O|i:poll_batch", &tq, &max) < 0) {
         return NULL;
     }
 
     Py_BEGIN_ALLOW_THREADS
     n = ngx_http_lua_nonblocking_ffi_task_poll_batch(tq, tasks, max);
     Py_END_ALLOW_THREADS
+
+    return nffi_py_task_list(tasks, n);
+}
+
+
+static PyObject *
+nffi_py_queue_fd(PyObject *module, PyObject *arg)
+{
+    int    fd;
+    void  *tq;
+
+    if (nffi_py_queue_of(arg, &tq) < 0) {
+        return NULL;
+    }
+
+    fd = ngx_http_lua_nonblocking_ffi_queue_fd(tq);
+
+    if (fd == -1) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+
+    return PyLong_FromLong(fd);
+}
+
+
+static PyObject *
+nffi_py_take(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    int    n, max;
+    void  *tq, *tasks[NONBLOCKING_FFI_POLL_BATCH_MAX];
+
+    if (nffi_py_batch_args(args, kwargs, "O|i:take", &tq, &max) < 0) {
+        return NULL;
+    }
+
+    /* never waits: only the queue's mutex, held as briefly by others */
+    n = ngx_http_lua_nonblocking_ffi_task_take(tq, tasks, max);
+
+    if (n < 0) {
+        Py_RETURN_NONE;
+    }
+
+    return nffi_py_task_list(tasks, n);
+}
+
+
+static int
+nffi_py_batch_args(PyObject *args, PyObject *kwargs, const char *format,
+    void **tq, int *max)
+{
+    PyObject     *arg;
+    static char  *kwlist[] = { "tq", "max", NULL };
+
+    *max = 64;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, kwlist, &arg,
+                                     max))
+    {
+        return -1;
+    }
+
+    if (*max < 1 || *max > NONBLOCKING_FFI_POLL_BATCH_MAX) {
+        PyErr_Format(PyExc_ValueError, "max must be 1 to %d",
+                     NONBLOCKING_FFI_POLL_BATCH_MAX);
+        return -1;
+    }
+
+    return nffi_py_queue_of(arg, tq);
+}
+
+
+/* Tasks for the n tasks taken; on failure each of them is answered */
+
+static PyObject *
+nffi_py_task_list(void **tasks, int n)
+{
+    int        i;
+    PyObject  *list, *task;
 
     list = PyList_New(n);
 
@@ -514,6 +605,44 @@ nffi_py_poll_batch(PyObject *module, PyObject *args, PyObject *kwargs)
     }
 
     return list;
+}
+
+
+/*
+ * What a blocking poller gains by spinning, for an event loop: the loop
+ * calls this before it would sleep, so that a call arriving soon is seen
+ * without the wake-up of a sleeping thread.
+ */
+
+static PyObject *
+nffi_py_spin_until_readable(PyObject *module, PyObject *args)
+{
+    int            fd, rounds, i, n;
+    struct pollfd  pfd;
+
+    if (!PyArg_ParseTuple(args, "ii:_spin_until_readable", &fd, &rounds)) {
+        return NULL;
+    }
+
+    pfd.fd = fd;
+    pfd.events = POLLIN;
+    n = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+
+    for (i = 0; i < rounds; i++) {
+        n = poll(&pfd, 1, 0);
+
+        if (n != 0) {
+            break;
+        }
+
+        sched_yield();
+    }
+
+    Py_END_ALLOW_THREADS
+
+    return PyBool_FromLong(n > 0);
 }
 
 

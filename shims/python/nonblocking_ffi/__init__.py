@@ -21,7 +21,8 @@ calls of queue tq:
         nonblocking_ffi.serve(tq, echo, threads=2)
 
 The low level is poll(tq) -> Task or None (the runtime was unloaded), and
-task.respond(rc, data).  Python logging, print() and uncaught exceptions go
+task.respond(rc, data); an event loop of one's own watches queue_fd(tq) and
+calls take(tq), which never waits.  Python logging, print() and uncaught exceptions go
 to the nginx error log.
 """
 
@@ -39,6 +40,8 @@ from _nonblocking_ffi import (
     log,
     poll,
     poll_batch,
+    queue_fd,
+    take,
 )
 
 from ._logging import NginxHandler, nginx_level
@@ -62,5 +65,7 @@ __all__ = [
     "nginx_level",
     "poll",
     "poll_batch",
+    "queue_fd",
     "serve",
+    "take",
 ]

@@ -4,8 +4,8 @@
 
 A plain function runs on `threads` poll threads, one call at a time each.
 An async def function runs on one asyncio event loop, in a thread of its
-own, as many calls at once as there are: a poll thread hands each batch of
-calls over to the loop.  Either way the handler gets a Task and returns the
+own, as many calls at once as there are: the loop watches the queue's fd
+and takes the calls itself, with no thread in between.  Either way the handler gets a Task and returns the
 answer (bytes, str or None); an exception answers the call with an rc that
 is not 0 and the exception's message.
 """
@@ -13,9 +13,19 @@ is not 0 and the exception's message.
 import asyncio
 import inspect
 import logging
+import selectors
 import threading
+import time
 
-from _nonblocking_ffi import POLL_BATCH_MAX, _check_queue, poll, poll_batch
+from _nonblocking_ffi import (
+    POLL_BATCH_MAX,
+    _check_queue,
+    _spin_until_readable,
+    poll,
+    poll_batch,
+    queue_fd,
+    take,
+)
 
 __all__ = ["Error", "Server", "serve"]
 
@@ -99,6 +109,55 @@ def _fail_safely(task, exc):
         logger.exception("cannot answer a %r call", task.method)
 
 
+# a wait shorter than this means a spin would have found the call
+SHORT_SLEEP = 0.0002
+
+# runners beyond this many end when they find no call
+MAX_IDLE_RUNNERS = 16
+
+
+class _Spinner:
+    """Spins a while for the queue's fd before the event loop sleeps, as
+    the module's blocking pollers do: a call that comes soon needs no
+    wake-up of a sleeping thread then.  A spin that finds nothing halves
+    the budget; one that finds a call, or a short sleep, doubles it."""
+
+    def __init__(self, fd, spin):
+        self.fd = fd
+        self.spin = spin
+        self.budget = spin
+
+    def wait(self):
+        if self.budget and _spin_until_readable(self.fd, self.budget):
+            self.budget = min(self.spin, self.budget * 2 + 1)
+            return True
+        self.budget //= 2
+        return False
+
+    def slept(self, seconds):
+        if seconds < SHORT_SLEEP:
+            self.budget = min(self.spin, self.budget * 2 + 1)
+
+
+class _SpinningSelector(selectors.DefaultSelector):
+    """The selector of an async handler's loop: spins before it sleeps."""
+
+    def __init__(self, spinner):
+        super().__init__()
+        self._spinner = spinner
+
+    def select(self, timeout=None):
+        if timeout is not None and timeout < 0.001:
+            return super().select(timeout)
+        if self._spinner.wait():
+            return super().select(0)
+        start = time.monotonic()
+        events = super().select(timeout)
+        if events:
+            self._spinner.slept(time.monotonic() - start)
+        return events
+
+
 class Server:
     """What serve() started, and returns.
 
@@ -107,7 +166,7 @@ class Server:
     asyncio event loop of an async handler, None for a plain one.
     """
 
-    def __init__(self, tq, handler, on_start, on_stop, batch):
+    def __init__(self, tq, handler, on_start, on_stop, batch, spin):
         self.tq = tq
         self.handler = handler
         self.loop = None
@@ -115,9 +174,15 @@ class Server:
         self._on_start = on_start
         self._on_stop = on_stop
         self._batch = batch
+        self._spin = spin
         self._lock = threading.Lock()
         self._running = 0
-        self._inflight = set()
+        self._serving = False
+        self._drained = False
+        self._fd = None
+        self._spinner = None
+        self._runners = set()
+        self._idle = []
 
     def wait(self, timeout=None):
         """Waits until stopped; returns False if timeout came first."""
@@ -185,10 +250,19 @@ class Server:
             finally:
                 self.stopped.set()
 
-    # async handlers: one event loop, fed by one poll thread
+    # async handlers: one event loop that takes its calls from the queue,
+    # served by runner tasks that each answer one call at a time and then
+    # take the next one themselves, without a turn of the loop when it
+    # has nothing else to do
 
     def _start_loop(self):
-        self.loop = asyncio.new_event_loop()
+        self._fd = queue_fd(self.tq)
+        if self._spin:
+            self._spinner = _Spinner(self._fd, self._spin)
+            selector = _SpinningSelector(self._spinner)
+            self.loop = asyncio.SelectorEventLoop(selector)
+        else:
+            self.loop = asyncio.new_event_loop()
         thread = threading.Thread(
             target=self._run_loop, name="nffi-asyncio", daemon=True
         )
@@ -204,9 +278,10 @@ class Server:
                 thread.join()
                 raise
 
-        threading.Thread(
-            target=self._poll_batches, name="nffi-poll", daemon=True
-        ).start()
+        self._serving = True
+        self.loop.call_soon_threadsafe(
+            self.loop.add_reader, self._fd, self._readable
+        )
 
     def _run_loop(self):
         loop = self.loop
@@ -226,43 +301,99 @@ class Server:
             logger.exception("the event loop failed")
         finally:
             loop.close()
+            self._refuse_calls()
             self.stopped.set()
 
-    def _poll_batches(self):
+    def _readable(self):
+        """The queue's fd is readable: calls wait, or the runtime ended."""
+        for task in self._take():
+            self._assign(task)
+
+    def _take(self):
+        """The calls waiting now, [] at the end of the runtime."""
+        try:
+            tasks = take(self.tq, self._batch)
+        except Exception:
+            # e.g. no memory for a Task: the module answered those calls
+            logger.exception("take failed")
+            return []
+        if tasks is None:
+            self._end()
+            return []
+        return tasks
+
+    def _assign(self, task):
+        """Hands a call to an idle runner, or to a new one."""
+        while self._idle:
+            waiter = self._idle.pop()
+            if not waiter.done():
+                waiter.set_result(task)
+                return
+        runner = self.loop.create_task(self._runner(task))
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
+
+    async def _runner(self, task):
+        me = asyncio.current_task()
+        while task is not None:
+            try:
+                _answer(task, await self.handler(task))
+            except BaseException as exc:
+                _fail_safely(task, exc)
+            task = None
+            if me.cancelling():
+                # cancelled under a handler (the loop is closing): done
+                return
+            task = self._next_call()
+            if task is None:
+                if self._drained or len(self._idle) >= MAX_IDLE_RUNNERS:
+                    return
+                waiter = self.loop.create_future()
+                self._idle.append(waiter)
+                task = await waiter
+
+    def _next_call(self):
+        """A call that waits now, or comes while the loop spins for it
+        (only when the loop has nothing else ready to run)."""
+        # what asyncio's loops keep: ready callbacks, a stop() asked for
+        if self._drained or getattr(self.loop, "_stopping", False):
+            return None
+        if self._spinner is not None and not getattr(self.loop, "_ready", 1):
+            self._spinner.wait()
+        tasks = self._take()
+        if not tasks:
+            return None
+        for task in tasks[1:]:
+            self._assign(task)
+        return tasks[0]
+
+    def _end(self):
+        if self._drained:
+            return
+        self._drained = True
+        self.loop.remove_reader(self._fd)
+        for waiter in self._idle:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._idle.clear()
+        self.loop.create_task(self._finish())
+
+    def _refuse_calls(self):
+        """The loop was stopped by the application while the runtime runs:
+        nobody serves its calls any more, say so to each caller."""
+        if self._drained or not self._serving:
+            return
         while True:
             tasks = poll_batch(self.tq, self._batch)
             if not tasks:
                 break
-            try:
-                self.loop.call_soon_threadsafe(self._dispatch, tasks)
-            except RuntimeError:
-                # the loop is closed: the application stopped it
-                for task in tasks:
-                    task.respond(1, "the event loop of the runtime is closed")
+            for task in tasks:
+                task.respond(1, "the event loop of the runtime is closed")
             tasks = None
-        try:
-            self.loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:
-            pass
-
-    def _dispatch(self, tasks):
-        for task in tasks:
-            job = self.loop.create_task(self._run(task))
-            self._inflight.add(job)
-            job.add_done_callback(self._inflight.discard)
-
-    async def _run(self, task):
-        try:
-            _answer(task, await self.handler(task))
-        except BaseException as exc:
-            _fail_safely(task, exc)
-
-    def _drain(self):
-        self.loop.create_task(self._finish())
 
     async def _finish(self):
-        while self._inflight:
-            await asyncio.wait(list(self._inflight))
+        while self._runners:
+            await asyncio.wait(list(self._runners))
         if self._on_stop is not None:
             try:
                 await self._call_hook(self._on_stop)
@@ -277,7 +408,9 @@ class Server:
             await result
 
 
-def serve(tq, handler, threads=1, *, on_start=None, on_stop=None, batch=64):
+def serve(
+    tq, handler, threads=1, *, on_start=None, on_stop=None, batch=64, spin=200
+):
     """Answers the calls of queue tq with handler(task); returns a Server.
 
     It returns at once: call it from the function named in cfg, which must
@@ -295,7 +428,10 @@ def serve(tq, handler, threads=1, *, on_start=None, on_stop=None, batch=64):
     so the load fail.  on_stop() runs once the runtime is unloaded and every
     call was answered (at worker exit the worker does not wait for it: it
     may be cut short).  batch is how many calls
-    the poll thread of an async handler takes at once.
+    the event loop of an async handler takes at once, and spin how many
+    sched_yield() rounds it spins for the next call before it sleeps
+    (adaptive, as the module's `spin` option; 0 never spins and keeps the
+    event loop policy's own loop, uvloop for example).
     """
     _check_queue(tq)
     if not callable(handler):
@@ -311,11 +447,13 @@ def serve(tq, handler, threads=1, *, on_start=None, on_stop=None, batch=64):
     if not 1 <= batch <= POLL_BATCH_MAX:
         raise ValueError("batch must be 1 to %d, not %d"
                          % (POLL_BATCH_MAX, batch))
+    if isinstance(spin, bool) or not isinstance(spin, int) or spin < 0:
+        raise ValueError("spin must be an int >= 0, not %r" % (spin,))
     for name, hook in (("on_start", on_start), ("on_stop", on_stop)):
         if hook is not None and not callable(hook):
             raise TypeError("%s must be callable" % name)
 
-    server = Server(tq, handler, on_start, on_stop, batch)
+    server = Server(tq, handler, on_start, on_stop, batch, spin)
     if _is_async(handler):
         if threads != 1:
             raise ValueError(
