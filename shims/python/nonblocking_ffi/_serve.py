@@ -178,6 +178,7 @@ class Server:
         self._lock = threading.Lock()
         self._running = 0
         self._serving = False
+        self._closing = False
         self._drained = False
         self._fd = None
         self._spinner = None
@@ -288,6 +289,10 @@ class Server:
         asyncio.set_event_loop(loop)
         try:
             loop.run_forever()
+            # stopped (by _finish, or by the application): no more calls
+            # are taken, also not while the loop runs below
+            self._closing = True
+            loop.remove_reader(self._fd)
             # what the application left running on the loop
             left = asyncio.all_tasks(loop)
             for task in left:
@@ -356,7 +361,11 @@ class Server:
         """A call that waits now, or comes while the loop spins for it
         (only when the loop has nothing else ready to run)."""
         # what asyncio's loops keep: ready callbacks, a stop() asked for
-        if self._drained or getattr(self.loop, "_stopping", False):
+        if (
+            self._drained
+            or self._closing
+            or getattr(self.loop, "_stopping", False)
+        ):
             return None
         if self._spinner is not None and not getattr(self.loop, "_ready", 1):
             self._spinner.wait()
