@@ -228,6 +228,21 @@ class Bench:
                 status[key] = value.split()[0] if value.split() else ""
         return int(status["VmRSS"]), int(status["Threads"])
 
+    def warm_up(self):
+        """A fresh worker's first tens of thousands of calls are slower, on
+        every path alike (the worker, not the runtime, warms up): rounds of
+        C echo calls until a round is less than 10 % faster than the one
+        before, at most 8; their calls/s."""
+        n = 100 if self.smoke else 25000
+        rates = []
+        while len(rates) < 8:
+            r = self.checked_get("/sequential?path=ffi&size=512&n=%d&timed=0"
+                                 % n)
+            rates.append(int(r["calls_per_s"]))
+            if len(rates) >= 2 and rates[-1] < 1.1 * rates[-2]:
+                break
+        return {"calls_per_round": n, "calls_per_s": rates}
+
     def sequential(self):
         rows = []
         for size in SIZES:
@@ -335,7 +350,7 @@ class Bench:
     def http_workers(self):
         """HTTP on this nginx's workers (two): one call per request against
         none, interleaved rounds, and each worker's share of a core."""
-        seconds, rounds = (1, 1) if self.smoke else (5, 3)
+        seconds, rounds = (1, 1) if self.smoke else (5, 5)
         call, nocall, busy = [], [], []
         for _ in range(rounds):
             nocall.append(self.wrk("/http/nocall", seconds, 2, 64))
@@ -536,13 +551,24 @@ def markdown(results):
     for key, value in results["cpu"].items():
         lines.append("- %s: %.3f" % (key, value))
     lines += table_markdown(results["table"])
+    lines += ["", "Both nginx were warmed up first (the two-CPU one before "
+              "every workload of this report): rounds of %d sequential C "
+              "echo calls "
+              "until one was less than 10 %% faster than the one before; "
+              "calls/s of those rounds: 2 CPUs %s; 1 CPU %s." % (
+                  results["warm_up"]["cpus_2"]["calls_per_round"],
+                  ", ".join(map(str,
+                                results["warm_up"]["cpus_2"]["calls_per_s"])),
+                  ", ".join(map(str,
+                                results["warm_up"]["cpus_1"]["calls_per_s"])))]
     lines += ["", "## A call's latency while wrk saturates the worker", "",
               "Sequential 512 B calls from one coroutine (%d calls), first "
               "on an idle worker, then while `wrk -t1 -c32` keeps the same "
               "worker busy with requests that make no call."
               % results["latency_under_load"][0]["calls"], "",
               "| path | idle p50 µs | idle p99 µs | loaded p50 µs | "
-              "loaded p99 µs | wrk req/s meanwhile | worker CPU % |",
+              "loaded p99 µs | wrk req/s meanwhile | worker CPU % "
+              "(all threads) |",
               "|---|---|---|---|---|---|---|"]
     for r in results["latency_under_load"]:
         lines.append("| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %d |"
@@ -698,7 +724,8 @@ def main():
     try:
         phase("start", bench.start)
         results = {"machine": machine(), "smoke": args.smoke,
-                   "spin": args.spin, "loop_spin": args.loop_spin}
+                   "spin": args.spin, "loop_spin": args.loop_spin,
+                   "warm_up": {"cpus_2": phase("warm_up", bench.warm_up)}}
         for name in ("sequential", "concurrent", "http", "cpu"):
             results[name] = phase(name, getattr(bench, name))
         n = 500 if args.smoke else 20000
@@ -716,6 +743,7 @@ def main():
     bench = Bench(args.smoke, args.spin, args.loop_spin, cpus=ONE_CPU)
     try:
         phase("start_1_cpu", bench.start)
+        results["warm_up"]["cpus_1"] = phase("warm_up_1_cpu", bench.warm_up)
         table[1] = phase("table_1_cpu", bench.table)
     finally:
         bench.stop()
