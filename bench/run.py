@@ -231,15 +231,15 @@ class Bench:
     def warm_up(self):
         """A fresh worker's first tens of thousands of calls are slower, on
         every path alike (the worker, not the runtime, warms up): rounds of
-        C echo calls until a round is less than 10 % faster than the one
-        before, at most 8; their calls/s."""
+        C echo calls until a round is less than 5 % faster than the one
+        before, at most 10; their calls/s."""
         n = 100 if self.smoke else 25000
         rates = []
-        while len(rates) < 8:
+        while len(rates) < 10:
             r = self.checked_get("/sequential?path=ffi&size=512&n=%d&timed=0"
                                  % n)
             rates.append(int(r["calls_per_s"]))
-            if len(rates) >= 2 and rates[-1] < 1.1 * rates[-2]:
+            if len(rates) >= 2 and rates[-1] < 1.05 * rates[-2]:
                 break
         return {"calls_per_round": n, "calls_per_s": rates}
 
@@ -560,7 +560,7 @@ def markdown(results):
     lines += ["", "Both nginx were warmed up first (the two-CPU one before "
               "every workload of this report): rounds of %d sequential C "
               "echo calls "
-              "until one was less than 10 %% faster than the one before; "
+              "until one was less than 5 %% faster than the one before; "
               "calls/s of those rounds: 2 CPUs %s; 1 CPU %s." % (
                   results["warm_up"]["cpus_2"]["calls_per_round"],
                   ", ".join(map(str,
