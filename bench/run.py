@@ -473,6 +473,11 @@ def syscalls_per_call(bench, path, n):
                                       key=lambda kv: -kv[1])[:8]}
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def machine():
     def first(path, key):
         try:
@@ -492,6 +497,7 @@ def machine():
     return {"cpu": first("/proc/cpuinfo", "model name"),
             "cores": os.cpu_count(), "kernel": platform.release(),
             "nginx": nginx, "lua_nginx_module_package": lua,
+            "loadavg": loadavg(),
             "date": datetime.datetime.now(datetime.timezone.utc)
             .strftime("%Y-%m-%d %H:%M UTC")}
 
@@ -522,6 +528,9 @@ def markdown(results):
              "Machine: %(cpu)s, %(cores)s cores, kernel %(kernel)s, "
              "%(nginx)s, lua-nginx-module package %(lua_nginx_module_package)s"
              ", %(date)s." % results["machine"],
+             "", "1-minute load average at the start and the end of the run "
+             "(%s cores): %s." % (results["machine"]["cores"], " and ".join(
+                 map(str, results["machine"]["loadavg"]))),
              "", "## Targets (ratios from this one run)", "",
              "| measure | value | target | met |", "|---|---|---|---|"]
     for name, value, op, target in ratios(results):
@@ -769,6 +778,9 @@ def main():
         args.smoke, args.spin, args.loop_spin))
     results["seconds"] = dict(phases, total=round(
         time.monotonic() - started))
+    # other users of a shared machine: the 1-minute load at the start and end
+    results["machine"]["loadavg"] = [results["machine"]["loadavg"],
+                                     loadavg()]
 
     os.makedirs(RESULTS, exist_ok=True)
     name = "smoke" if args.smoke else "latest"
