@@ -379,9 +379,9 @@ class Bench:
 
     def latency_under_load(self):
         """p50/p99 of sequential 512 B calls from one coroutine, first on an
-        idle worker, then while wrk -t1 -c32 saturates it with requests that
-        make no call (the calls wait for the busy event loop like any other
-        event)."""
+        idle worker, then while wrk -t1 -c32 loads it (saturates it, on a
+        quiet machine) with requests that make no call: the calls wait for
+        the busy event loop like any other event."""
         n = 50 if self.smoke else 2000
         rows = []
         for path in LATENCY_PATHS:
@@ -394,24 +394,31 @@ class Bench:
                 # wrk's 32 connections and the status request itself
                 wait_for(lambda: self.open_connections() > 32, 10,
                          "wrk's connections")
-                before = self.cpu_ticks(self.worker)
+                # the event loop's thread: 100 % is saturated
+                before = self.cpu_ticks(self.worker, self.worker)
                 started = time.monotonic()
                 loaded = self.checked_get(query)
                 elapsed = time.monotonic() - started
-                busy = (self.cpu_ticks(self.worker) - before) / CLK_TCK
+                busy = (self.cpu_ticks(self.worker, self.worker)
+                        - before) / CLK_TCK
                 if wrk.poll() is not None:
                     sys.exit("bench: wrk ended during the measurement")
             finally:
                 # wrk stops and reports on SIGINT
                 wrk.send_signal(signal.SIGINT)
-                out, _ = wrk.communicate(timeout=20)
+                try:
+                    out, _ = wrk.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    wrk.kill()
+                    out, _ = wrk.communicate()
             rows.append({"path": path, "size": 512, "calls": n,
                          "idle_p50_us": float(idle["p50_us"]),
                          "idle_p99_us": float(idle["p99_us"]),
                          "loaded_p50_us": float(loaded["p50_us"]),
                          "loaded_p99_us": float(loaded["p99_us"]),
                          "wrk_req_per_s": wrk_rate("/http/nocall", out),
-                         "worker_cpu_pct": round(100.0 * busy / elapsed)})
+                         "main_thread_cpu_pct": round(100.0 * busy
+                                                      / elapsed)})
         return rows
 
 
@@ -576,21 +583,22 @@ def markdown(results):
                                 results["warm_up"]["cpus_2"]["calls_per_s"])),
                   ", ".join(map(str,
                                 results["warm_up"]["cpus_1"]["calls_per_s"])))]
-    lines += ["", "## A call's latency while wrk saturates the worker", "",
+    lines += ["", "## A call's latency while wrk loads the worker", "",
               "Sequential 512 B calls from one coroutine (%d calls), first "
               "on an idle worker, then while `wrk -t1 -c32` keeps the same "
-              "worker busy with requests that make no call."
+              "worker busy with requests that make no call (saturated when "
+              "its main thread is at 100 %% of a core)."
               % results["latency_under_load"][0]["calls"], "",
               "| path | idle p50 µs | idle p99 µs | loaded p50 µs | "
-              "loaded p99 µs | wrk req/s meanwhile | worker CPU % "
-              "(all threads) |",
+              "loaded p99 µs | wrk req/s meanwhile | worker's main thread "
+              "CPU % |",
               "|---|---|---|---|---|---|---|"]
     for r in results["latency_under_load"]:
         lines.append("| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %d |"
                      % (PATH_NAMES[r["path"]], r["idle_p50_us"],
                         r["idle_p99_us"], r["loaded_p50_us"],
                         r["loaded_p99_us"], r["wrk_req_per_s"],
-                        r["worker_cpu_pct"]))
+                        r["main_thread_cpu_pct"]))
     h = results["http_workers_2"]
     lines += ["", "## HTTP with worker_processes %d, wrk -t2 -c64, %d rounds "
               "of %d s, interleaved" % (h["workers"], h["rounds"],
