@@ -4,7 +4,10 @@
 
 Starts the C echo sidecar (unix socket and TCP) and nginx with
 bench/nginx.conf.in, runs every workload on every path in one run, and
-writes bench/results/latest.{json,md,svg}.
+writes bench/results/latest.{json,md,svg}.  Besides that main nginx (one
+worker, both cores), the run starts: the same pinned to one CPU with taskset
+(the ancestor's table), one with two workers (HTTP), and one fresh nginx per
+language (a worker's resident memory with that runtime loaded).
 
     python3 bench/run.py            the full run (a few minutes)
     python3 bench/run.py --smoke    tiny counts, seconds: the harness works
@@ -40,16 +43,42 @@ PATH_NAMES = {
     "ffi": "(a) nonblocking_ffi, C echo runtime",
     "go": "(a) nonblocking_ffi, Go echo runtime (sdk/go)",
     "python": "(a) nonblocking_ffi, Python echo (shims/python, 1 thread)",
+    "python_async": "(a) nonblocking_ffi, Python echo (shims/python, "
+                    "asyncio)",
     "java": "(a) nonblocking_ffi, Java echo (shims/java, on the poll thread)",
     "unix": "(b) cosocket, unix socket sidecar",
     "tcp": "(c) cosocket, TCP loopback sidecar",
     "thread": "(d) ngx.run_worker_thread, Lua echo",
     "floor": "(e) floor: ngx.semaphore ping-pong",
 }
+# the ancestor's table: one row per way of calling, the sidecar last
+TABLE_PATHS = ["ffi", "go", "python", "python_async", "java", "unix"]
+# a call's latency while wrk saturates the worker
+LATENCY_PATHS = ["ffi", "go", "python", "python_async", "java", "unix"]
+# a worker's resident memory with one language's runtime loaded
+MEMORY_PATHS = ["ffi", "go", "python", "java"]
 # make java skips the Java loader without javac or mvn
 if not os.path.exists(os.path.join(BUILD, "lib_nonblocking_ffi_java.so")):
-    PATHS.remove("java")
+    for paths in (PATHS, TABLE_PATHS, LATENCY_PATHS, MEMORY_PATHS):
+        paths.remove("java")
 SIZES = [512, 4096, 10240, 102400]
+SIZE_NAMES = {512: "512 B", 4096: "4 KB", 10240: "10 KB", 102400: "100 KB"}
+# the CPU that taskset gives the one-CPU nginx and its sidecar
+ONE_CPU = str(min(os.sched_getaffinity(0)))
+
+# lua-resty-ffi's published figures: seconds for 100 000 sequential echo
+# calls from one coroutine, its Go echo runtime against a Go unix-socket echo
+# server, AWS EC2 t2.medium, Ubuntu 22.04, 1 CPU by taskset and 2 CPUs
+# (charts benchmark1.png and benchmark2.png of benchmark.md, 2022-11-25)
+ANCESTOR = {
+    "url": "https://github.com/kingluo/lua-resty-ffi/blob/main/benchmark.md",
+    "rows": {
+        "lua-resty-ffi (Go echo)": {
+            1: [1.18, 1.34, 1.53, 3.98], 2: [3.68, 3.80, 3.93, 7.54]},
+        "unix domain socket (Go echo server)": {
+            1: [3.16, 4.06, 5.40, 23.99], 2: [4.57, 5.19, 6.03, 20.64]},
+    },
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -81,8 +110,15 @@ def connectable(port=None, unix=None):
 
 
 class Bench:
-    def __init__(self, smoke, spin=None, loop_spin=None):
+    """One nginx (and the echo sidecar unless sidecar is false), started
+    under taskset -c cpus when cpus is given."""
+
+    def __init__(self, smoke, spin=None, loop_spin=None, cpus=None,
+                 workers=1, sidecar=True):
         self.smoke = smoke
+        self.pin = ["taskset", "-c", cpus] if cpus else []
+        self.workers = workers
+        self.sidecar = sidecar
         # None: the library's default
         self.spin = "nil" if spin is None else str(int(spin))
         self.loop_spin = "nil" if loop_spin is None else str(int(loop_spin))
@@ -94,11 +130,15 @@ class Bench:
         self.procs = []
 
     def start(self):
-        echo = subprocess.Popen([os.path.join(BUILD, "echo_server"),
-                                 self.unix, str(self.tcp_port)])
-        self.procs.append(echo)
-        self.echo_pid = echo.pid
-        wait_for(lambda: connectable(unix=self.unix), 10, "the echo server")
+        if self.sidecar:
+            # taskset execs the program: the pid is the sidecar's
+            echo = subprocess.Popen(self.pin + [
+                os.path.join(BUILD, "echo_server"), self.unix,
+                str(self.tcp_port)])
+            self.procs.append(echo)
+            self.echo_pid = echo.pid
+            wait_for(lambda: connectable(unix=self.unix), 10,
+                     "the echo server")
 
         prefix = os.path.join(self.tmp, "nginx")
         os.makedirs(os.path.join(prefix, "logs"))
@@ -109,24 +149,27 @@ class Bench:
                            ("@TCP_PORT@", str(self.tcp_port)),
                            ("@SPIN@", self.spin),
                            ("@LOOP_SPIN@", self.loop_spin),
+                           ("@WORKERS@", str(self.workers)),
                            ("# @USER@", WORKER_USER)):
             conf = conf.replace(key, value)
         conf_path = os.path.join(prefix, "nginx.conf")
         with open(conf_path, "w") as f:
             f.write(conf)
         self.error_log = os.path.join(prefix, "logs", "error.log")
-        nginx = subprocess.Popen(["nginx", "-p", prefix, "-c", conf_path,
-                                  "-e", self.error_log])
+        nginx = subprocess.Popen(self.pin + [
+            "nginx", "-p", prefix, "-c", conf_path, "-e", self.error_log])
         self.procs.append(nginx)
         wait_for(lambda: connectable(self.port), 10, "nginx")
-        wait_for(lambda: self.worker_pid(nginx.pid), 10, "the worker")
-        self.worker = self.worker_pid(nginx.pid)
+        wait_for(lambda: len(self.worker_pids(nginx.pid)) == self.workers,
+                 10, "the workers")
+        self.worker_list = self.worker_pids(nginx.pid)
+        self.worker = self.worker_list[0]
 
     @staticmethod
-    def worker_pid(master):
+    def worker_pids(master):
         out = subprocess.run(["pgrep", "-P", str(master)],
                              capture_output=True, text=True).stdout.split()
-        return int(out[0]) if out else None
+        return sorted(int(pid) for pid in out)
 
     def stop(self):
         for proc in reversed(self.procs):
@@ -139,13 +182,18 @@ class Bench:
                 proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def get(self, path, timeout=600):
-        url = "http://127.0.0.1:%d%s" % (self.port, path)
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def text(self, path, timeout=600):
+        with urllib.request.urlopen(self.url(path), timeout=timeout) as resp:
             body = resp.read().decode()
         if resp.status != 200:
             sys.exit("bench: %s -> %d %s" % (path, resp.status, body))
-        return dict(kv.split("=") for kv in body.split())
+        return body
+
+    def get(self, path, timeout=600):
+        return dict(kv.split("=") for kv in self.text(path, timeout).split())
 
     def checked_get(self, path):
         try:
@@ -171,30 +219,63 @@ class Bench:
 
     # --- workloads
 
-    def resident_kb(self):
+    def worker_status(self):
+        """The worker's resident memory (kB) and thread count."""
+        status = {}
         with open("/proc/%d/status" % self.worker) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+                key, _, value = line.partition(":")
+                status[key] = value.split()[0] if value.split() else ""
+        return int(status["VmRSS"]), int(status["Threads"])
+
+    def warm_up(self):
+        """A fresh worker's first tens of thousands of calls are slower, on
+        every path alike (the worker, not the runtime, warms up): rounds of
+        C echo calls until a round is less than 5 % faster than the one
+        before, at most 10; their calls/s."""
+        n = 100 if self.smoke else 25000
+        rates = []
+        while len(rates) < 10:
+            r = self.checked_get("/sequential?path=ffi&size=512&n=%d&timed=0"
+                                 % n)
+            rates.append(int(r["calls_per_s"]))
+            if len(rates) >= 2 and rates[-1] < 1.05 * rates[-2]:
+                break
+        return {"calls_per_round": n, "calls_per_s": rates}
 
     def sequential(self):
         rows = []
         for size in SIZES:
             n = 300 if self.smoke else (20000 if size <= 10240 else 4000)
             for path in PATHS:
-                if path == "java" and size == SIZES[0]:
-                    # the worker before and after its JVM starts
-                    self.rss_before_jvm_kb = self.resident_kb()
                 r = self.checked_get("/sequential?path=%s&size=%d&n=%d"
                                      % (path, size, n))
                 rows.append({"path": path, "size": size, "calls": n,
                              "calls_per_s": int(r["calls_per_s"]),
                              "p50_us": float(r["p50_us"]),
                              "p99_us": float(r["p99_us"])})
-                if path == "java" and size == SIZES[0]:
-                    self.rss_with_jvm_kb = self.resident_kb()
         return rows
+
+    def table(self):
+        """The ancestor's table: seconds per 100 000 sequential calls from
+        one coroutine, no clock read between the calls; the median of
+        interleaved rounds of n calls each, scaled to 100 000."""
+        seconds = {}
+        rounds = 1 if self.smoke else 3
+        for _ in range(rounds):
+            for size in SIZES:
+                n = 100 if self.smoke else (10000 if size <= 10240
+                                            else 4000)
+                for path in TABLE_PATHS:
+                    r = self.checked_get(
+                        "/sequential?path=%s&size=%d&n=%d&timed=0"
+                        % (path, size, n))
+                    seconds.setdefault((path, size, n), []).append(
+                        round(1e5 / int(r["calls_per_s"]), 3))
+        return [{"path": path, "size": size, "calls": n, "rounds": rounds,
+                 "s_per_100k": statistics.median(figures),
+                 "s_per_100k_rounds": figures}
+                for (path, size, n), figures in seconds.items()]
 
     def concurrent(self):
         rows = []
@@ -225,14 +306,12 @@ class Bench:
                              "concurrent": int(statistics.median(con))}
         return figures
 
-    def wrk(self, location, seconds):
+    def wrk(self, location, seconds, threads=1, connections=32):
         out = subprocess.run(
-            ["wrk", "-t1", "-c32", "-d%ds" % seconds,
-             "http://127.0.0.1:%d%s" % (self.port, location)],
+            ["wrk", "-t%d" % threads, "-c%d" % connections,
+             "-d%ds" % seconds, self.url(location)],
             capture_output=True, text=True, check=True).stdout
-        if "Non-2xx" in out:
-            sys.exit("bench: wrk saw errors on %s\n%s" % (location, out))
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        return wrk_rate(location, out)
 
     def http(self):
         seconds, rounds = (1, 1) if self.smoke else (5, 5)
@@ -274,6 +353,104 @@ class Bench:
             100.0 * used / CLK_TCK
         return result
 
+    def http_workers(self):
+        """HTTP on this nginx's workers (two): one call per request against
+        none, interleaved rounds, and each worker's share of a core."""
+        seconds, rounds = (1, 1) if self.smoke else (5, 5)
+        call, nocall, busy = [], [], []
+        for _ in range(rounds):
+            nocall.append(self.wrk("/http/nocall", seconds, 2, 64))
+            before = [self.cpu_ticks(pid) for pid in self.worker_list]
+            started = time.monotonic()
+            call.append(self.wrk("/http/call", seconds, 2, 64))
+            elapsed = time.monotonic() - started
+            busy.append([round(100.0 * (self.cpu_ticks(pid) - b) / CLK_TCK
+                               / elapsed) for pid, b
+                         in zip(self.worker_list, before)])
+        return {"workers": self.workers, "seconds_per_round": seconds,
+                "rounds": rounds, "nocall_req_per_s": nocall,
+                "call_req_per_s": call, "workers_cpu_pct_with_call": busy,
+                "ratio_median": statistics.median(
+                    c / n for c, n in zip(call, nocall))}
+
+    def open_connections(self):
+        return int(re.search(r"Active connections:\s*(\d+)",
+                             self.text("/status")).group(1))
+
+    def latency_under_load(self):
+        """p50/p99 of sequential 512 B calls from one coroutine, first on an
+        idle worker, then while wrk -t1 -c32 loads it (saturates it, on a
+        quiet machine) with requests that make no call: the calls wait for
+        the busy event loop like any other event."""
+        n = 50 if self.smoke else 2000
+        rows = []
+        for path in LATENCY_PATHS:
+            query = "/sequential?path=%s&size=512&n=%d" % (path, n)
+            idle = self.checked_get(query)
+            wrk = subprocess.Popen(
+                ["wrk", "-t1", "-c32", "-d600s", self.url("/http/nocall")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                # wrk's 32 connections and the status request itself
+                wait_for(lambda: self.open_connections() > 32, 10,
+                         "wrk's connections")
+                # the event loop's thread: 100 % is saturated
+                before = self.cpu_ticks(self.worker, self.worker)
+                started = time.monotonic()
+                loaded = self.checked_get(query)
+                elapsed = time.monotonic() - started
+                busy = (self.cpu_ticks(self.worker, self.worker)
+                        - before) / CLK_TCK
+                if wrk.poll() is not None:
+                    sys.exit("bench: wrk ended during the measurement")
+            finally:
+                # wrk stops and reports on SIGINT
+                wrk.send_signal(signal.SIGINT)
+                try:
+                    out, _ = wrk.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    wrk.kill()
+                    out, _ = wrk.communicate()
+            rows.append({"path": path, "size": 512, "calls": n,
+                         "idle_p50_us": float(idle["p50_us"]),
+                         "idle_p99_us": float(idle["p99_us"]),
+                         "loaded_p50_us": float(loaded["p50_us"]),
+                         "loaded_p99_us": float(loaded["p99_us"]),
+                         "wrk_req_per_s": wrk_rate("/http/nocall", out),
+                         "main_thread_cpu_pct": round(100.0 * busy
+                                                      / elapsed)})
+        return rows
+
+
+def wrk_rate(location, out):
+    if "Non-2xx" in out:
+        sys.exit("bench: wrk saw errors on %s\n%s" % (location, out))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def memory(smoke, spin, loop_spin):
+    """A fresh one-worker nginx per language: the worker's resident memory
+    and threads after a few calls that load nothing (the semaphore floor),
+    then after the same number of calls into that language's echo."""
+    n = 50 if smoke else 2000
+    rows = []
+    for path in MEMORY_PATHS:
+        bench = Bench(smoke, spin, loop_spin, sidecar=False)
+        try:
+            bench.start()
+            bench.checked_get("/sequential?path=floor&size=512&n=%d" % n)
+            rss_before, threads_before = bench.worker_status()
+            bench.checked_get("/sequential?path=%s&size=512&n=%d"
+                              % (path, n))
+            rss, threads = bench.worker_status()
+        finally:
+            bench.stop()
+        rows.append({"path": path, "calls": n,
+                     "rss_kb_without": rss_before,
+                     "threads_without": threads_before,
+                     "rss_kb": rss, "threads": threads})
+    return rows
+
 
 def syscalls_per_call(bench, path, n):
     """strace -c on the worker (all its threads) during n calls."""
@@ -303,6 +480,11 @@ def syscalls_per_call(bench, path, n):
                                       key=lambda kv: -kv[1])[:8]}
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def machine():
     def first(path, key):
         try:
@@ -322,6 +504,7 @@ def machine():
     return {"cpu": first("/proc/cpuinfo", "model name"),
             "cores": os.cpu_count(), "kernel": platform.release(),
             "nginx": nginx, "lua_nginx_module_package": lua,
+            "loadavg": loadavg(),
             "date": datetime.datetime.now(datetime.timezone.utc)
             .strftime("%Y-%m-%d %H:%M UTC")}
 
@@ -352,6 +535,9 @@ def markdown(results):
              "Machine: %(cpu)s, %(cores)s cores, kernel %(kernel)s, "
              "%(nginx)s, lua-nginx-module package %(lua_nginx_module_package)s"
              ", %(date)s." % results["machine"],
+             "", "1-minute load average at the start and the end of the run "
+             "(%s cores): %s." % (results["machine"]["cores"], " and ".join(
+                 map(str, results["machine"]["loadavg"]))),
              "", "## Targets (ratios from this one run)", "",
              "| measure | value | target | met |", "|---|---|---|---|"]
     for name, value, op, target in ratios(results):
@@ -386,21 +572,115 @@ def markdown(results):
     lines += ["", "## CPU", ""]
     for key, value in results["cpu"].items():
         lines.append("- %s: %.3f" % (key, value))
-    memory = results.get("memory")
-    if memory:
-        lines += ["", "## Memory", "",
-                  "- the worker's resident memory before its JVM started: "
-                  "%d kB; with the JVM and the Java echo runtime: %d kB "
-                  "(+%d kB)" % (memory["worker_rss_kb_before_jvm"],
-                                memory["worker_rss_kb_with_jvm"],
-                                memory["worker_rss_kb_with_jvm"]
-                                - memory["worker_rss_kb_before_jvm"])]
+    lines += table_markdown(results["table"])
+    lines += ["", "Both nginx were warmed up first (the two-CPU one before "
+              "every workload of this report): rounds of %d sequential C "
+              "echo calls "
+              "until one was less than 5 %% faster than the one before; "
+              "calls/s of those rounds: 2 CPUs %s; 1 CPU %s." % (
+                  results["warm_up"]["cpus_2"]["calls_per_round"],
+                  ", ".join(map(str,
+                                results["warm_up"]["cpus_2"]["calls_per_s"])),
+                  ", ".join(map(str,
+                                results["warm_up"]["cpus_1"]["calls_per_s"])))]
+    lines += ["", "## A call's latency while wrk loads the worker", "",
+              "Sequential 512 B calls from one coroutine (%d calls), first "
+              "on an idle worker, then while `wrk -t1 -c32` keeps the same "
+              "worker busy with requests that make no call (saturated when "
+              "its main thread is at 100 %% of a core)."
+              % results["latency_under_load"][0]["calls"], "",
+              "| path | idle p50 µs | idle p99 µs | loaded p50 µs | "
+              "loaded p99 µs | wrk req/s meanwhile | worker's main thread "
+              "CPU % |",
+              "|---|---|---|---|---|---|---|"]
+    for r in results["latency_under_load"]:
+        lines.append("| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %d |"
+                     % (PATH_NAMES[r["path"]], r["idle_p50_us"],
+                        r["idle_p99_us"], r["loaded_p50_us"],
+                        r["loaded_p99_us"], r["wrk_req_per_s"],
+                        r["main_thread_cpu_pct"]))
+    h = results["http_workers_2"]
+    lines += ["", "## HTTP with worker_processes %d, wrk -t2 -c64, %d rounds "
+              "of %d s, interleaved" % (h["workers"], h["rounds"],
+                                        h["seconds_per_round"]), "",
+              "| round | no call req/s | one call req/s | ratio | "
+              "workers' CPU % with the call |", "|---|---|---|---|---|"]
+    for i, (n, c, busy) in enumerate(zip(h["nocall_req_per_s"],
+                                         h["call_req_per_s"],
+                                         h["workers_cpu_pct_with_call"])):
+        lines.append("| %d | %.0f | %.0f | %.2f | %s |"
+                     % (i + 1, n, c, c / n, " + ".join(map(str, busy))))
+    lines.append("| median | | | %.2f | |" % h["ratio_median"])
+    lines += ["", "## A worker's resident memory with one runtime loaded",
+              "", "A fresh one-worker nginx per language; VmRSS after %d "
+              "calls that load nothing, then after as many echo calls "
+              "into that language." % results["memory"][0]["calls"], "",
+              "| runtime | RSS without, MB | RSS with, MB | added, MB | "
+              "threads without → with |", "|---|---|---|---|---|"]
+    for r in results["memory"]:
+        lines.append("| %s | %.1f | %.1f | %+.1f | %d → %d |"
+                     % (PATH_NAMES[r["path"]], r["rss_kb_without"] / 1024,
+                        r["rss_kb"] / 1024,
+                        (r["rss_kb"] - r["rss_kb_without"]) / 1024,
+                        r["threads_without"], r["threads"]))
     lines += ["", "## System calls per sequential 512 B call (strace -c -f "
               "on the worker, all threads; the most frequent)", ""]
     for path, counts in results.get("syscalls_per_call", {}).items():
         lines.append("- %s: %s" % (PATH_NAMES[path], ", ".join(
             "%s %.2f" % kv for kv in counts.items()) or "none"))
     return "\n".join(lines) + "\n"
+
+
+TABLE_NAMES = {
+    "ffi": "ours: C echo runtime",
+    "go": "ours: Go echo (sdk/go)",
+    "python": "ours: Python echo, thread handler",
+    "python_async": "ours: Python echo, asyncio handler",
+    "java": "ours: Java echo",
+    "unix": "ours: unix socket sidecar (C echo server)",
+}
+
+
+def table_markdown(table):
+    """The ancestor's published table and ours in its shape: seconds per
+    100 000 calls, then each row's speed-up over the unix socket of the
+    same run (or of the same publication)."""
+    ours = {}
+    for cpus in (1, 2):
+        for r in table["cpus_%d" % cpus]:
+            ours.setdefault(r["path"], {}).setdefault(cpus, []).append(
+                r["s_per_100k"])
+    calls = {r["size"]: r["calls"] for r in table["cpus_2"]}
+    rounds = table["cpus_2"][0]["rounds"]
+    rows = [("published: " + name, figures)
+            for name, figures in ANCESTOR["rows"].items()]
+    rows += [(TABLE_NAMES[path], ours[path]) for path in TABLE_PATHS]
+    sizes = " | ".join(SIZE_NAMES[size] for size in SIZES)
+    head = ["| | 1 CPU: %s | 2 CPUs: %s |" % (sizes, sizes),
+            "|---" * (1 + 2 * len(SIZES)) + "|"]
+    lines = ["", "## The ancestor's table: seconds per 100 000 sequential "
+             "calls from one coroutine (lower is better)", "",
+             "Published rows: lua-resty-ffi, %s (its Go echo runtime and a "
+             "Go unix-socket echo server, AWS EC2 t2.medium). Ours: this "
+             "run, the median of %d interleaved rounds of %d calls (%d at "
+             "100 KB), scaled to 100 000, no clock read between calls; "
+             "1 CPU is nginx and the sidecar started under `taskset -c %s`."
+             % (ANCESTOR["url"], rounds, calls[SIZES[0]], calls[SIZES[-1]],
+                table["one_cpu"]), ""] + head
+    for name, figures in rows:
+        lines.append("| %s | %s |" % (name, " | ".join(
+            "%.2f" % v for cpus in (1, 2) for v in figures[cpus])))
+    unix_published = ANCESTOR["rows"]["unix domain socket (Go echo server)"]
+    lines += ["", "Speed-up over the unix socket (its seconds / the row's "
+              "seconds; ours against our sidecar in the same run):", ""]
+    lines += head
+    for name, figures in rows:
+        base = unix_published if name.startswith("published") \
+            else ours["unix"]
+        lines.append("| %s | %s |" % (name, " | ".join(
+            "%.2f×" % (base[cpus][i] / figures[cpus][i])
+            for cpus in (1, 2) for i in range(len(SIZES)))))
+    return lines
 
 
 def svg(results):
@@ -453,24 +733,62 @@ def main():
             bench.stop()
         return
 
+    phases = {}
+
+    def phase(name, work):
+        """work's result, its seconds noted under name"""
+        started = time.monotonic()
+        result = work()
+        phases[name] = round(time.monotonic() - started, 1)
+        return result
+
+    started = time.monotonic()
     bench = Bench(args.smoke, args.spin, args.loop_spin)
     try:
-        bench.start()
+        phase("start", bench.start)
         results = {"machine": machine(), "smoke": args.smoke,
                    "spin": args.spin, "loop_spin": args.loop_spin,
-                   "sequential": bench.sequential(),
-                   "concurrent": bench.concurrent(),
-                   "http": bench.http(), "cpu": bench.cpu()}
-        if "java" in PATHS:
-            results["memory"] = {
-                "worker_rss_kb_before_jvm": bench.rss_before_jvm_kb,
-                "worker_rss_kb_with_jvm": bench.rss_with_jvm_kb}
+                   "warm_up": {"cpus_2": phase("warm_up", bench.warm_up)}}
+        for name in ("sequential", "concurrent", "http", "cpu"):
+            results[name] = phase(name, getattr(bench, name))
         n = 500 if args.smoke else 20000
-        results["syscalls_per_call"] = {
+        results["syscalls_per_call"] = phase("syscalls", lambda: {
             path: syscalls_per_call(bench, path, n)
-            for path in ("ffi", "unix")}
+            for path in ("ffi", "unix")})
+        results["latency_under_load"] = phase("latency_under_load",
+                                              bench.latency_under_load)
+        table = {2: phase("table_2_cpus", bench.table)}
     finally:
         bench.stop()
+
+    # the same nginx and sidecar pinned to one CPU from their start (Go's
+    # GOMAXPROCS and the JVM size themselves by it)
+    bench = Bench(args.smoke, args.spin, args.loop_spin, cpus=ONE_CPU)
+    try:
+        phase("start_1_cpu", bench.start)
+        results["warm_up"]["cpus_1"] = phase("warm_up_1_cpu", bench.warm_up)
+        table[1] = phase("table_1_cpu", bench.table)
+    finally:
+        bench.stop()
+    results["table"] = {"one_cpu": ONE_CPU, "cpus_1": table[1],
+                        "cpus_2": table[2]}
+
+    bench = Bench(args.smoke, args.spin, args.loop_spin, workers=2,
+                  sidecar=False)
+    try:
+        phase("start_2_workers", bench.start)
+        results["http_workers_2"] = phase("http_workers_2",
+                                          bench.http_workers)
+    finally:
+        bench.stop()
+
+    results["memory"] = phase("memory", lambda: memory(
+        args.smoke, args.spin, args.loop_spin))
+    results["seconds"] = dict(phases, total=round(
+        time.monotonic() - started))
+    # other users of a shared machine: the 1-minute load at the start and end
+    results["machine"]["loadavg"] = [results["machine"]["loadavg"],
+                                     loadavg()]
 
     os.makedirs(RESULTS, exist_ok=True)
     name = "smoke" if args.smoke else "latest"

@@ -1,9 +1,9 @@
 -- SPDX-License-Identifier: BSD-2-Clause
 
 -- The benchmark's workloads, run inside the nginx worker.  Every path
--- ("ffi", "unix", "tcp", "thread", "floor") is a function that sends a
--- payload and returns the echoed payload, so the workloads time all paths
--- the same way.
+-- ("ffi", "go", "python", "python_async", "java", "unix", "tcp", "thread",
+-- "floor") is a function that sends a payload and returns the echoed
+-- payload, so the workloads time all paths the same way.
 
 local ffi = require "ffi"
 local semaphore = require "ngx.semaphore"
@@ -103,6 +103,12 @@ local makers = {
                             true)()
     end,
 
+    -- the same echo from one asyncio event loop (init_async)
+    python_async = function()
+        return runtime_path(config.python, config.python_echo
+                            .. ",init_async", true)()
+    end,
+
     -- the handler runs on the poll thread (examples/java, "init,0")
     java = function()
         return runtime_path(config.java, "example.Echo,init,0")()
@@ -163,15 +169,28 @@ local function payload_of(size)
 end
 
 
-function _M.sequential(path, size, n)
+-- n calls one after the other; with timed false, no clock is read
+-- between the calls (the loop the ancestor's published table timed) and
+-- only calls_per_s is reported
+function _M.sequential(path, size, n, timed)
     local call, close = makers[path]()
     local payload = payload_of(size)
-    local samples = ffi.new("double[?]", n)
 
     for _ = 1, math.min(n, 200) do       -- warm up: JIT, pools, spin
         call(payload)
     end
 
+    if not timed then
+        local started = now_us()
+        for _ = 1, n do
+            if #call(payload) ~= size then error("bad echo size") end
+        end
+        local elapsed = now_us() - started
+        close()
+        return "calls_per_s=" .. math_floor(n / elapsed * 1e6)
+    end
+
+    local samples = ffi.new("double[?]", n)
     local started = now_us()
     for i = 0, n - 1 do
         local t0 = now_us()
