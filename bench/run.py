@@ -38,7 +38,8 @@ from harness import WORKER_USER  # noqa: E402
 BUILD = os.path.join(REPO, "build")
 RESULTS = os.path.join(REPO, "bench", "results")
 
-PATHS = ["ffi", "go", "python", "java", "unix", "tcp", "thread", "floor"]
+PATHS = ["ffi", "go", "python", "python_async", "java", "unix", "tcp",
+         "thread", "floor"]
 PATH_NAMES = {
     "ffi": "(a) nonblocking_ffi, C echo runtime",
     "go": "(a) nonblocking_ffi, Go echo runtime (sdk/go)",
@@ -514,6 +515,10 @@ def ratios(results):
            for r in results["sequential"]}
     conc = {r["path"]: r["calls_per_s"] for r in results["concurrent"]}
     cpu = results["cpu"]
+    p50 = {r["path"]: r["p50_us"] for r in results["sequential"]
+           if r["size"] == 512}
+    p99 = {r["path"]: r["p99_us"] for r in results["sequential"]
+           if r["size"] == 512}
     return [
         ("sequential 512 B vs unix socket", seq["ffi", 512]
          / seq["unix", 512], ">=", 10),
@@ -525,6 +530,17 @@ def ratios(results):
          10),
         ("HTTP with one call vs without", results["http"]["ratio_median"],
          ">=", 0.85),
+        ("Go: sequential 512 B vs unix socket", seq["go", 512]
+         / seq["unix", 512], ">=", 3),
+        ("Go: sequential 512 B vs C", seq["go", 512] / seq["ffi", 512], ">=",
+         1 / 3),
+        ("Go: 64 concurrent vs unix socket", conc["go"] / conc["unix"], ">=",
+         5),
+        ("Go: sequential 512 B p99 / p50", p99["go"] / p50["go"], "<=", 4),
+        ("Python asyncio: sequential 512 B vs unix socket",
+         seq["python_async", 512] / seq["unix", 512], ">=", 3),
+        ("Python asyncio: sequential 512 B vs thread handler",
+         seq["python_async", 512] / seq["python", 512], ">=", 1 / 2),
         ("runtime threads' CPU % one second after a burst",
          cpu["runtime_threads_cpu_pct_second_after_burst"], "<", 1),
     ]
@@ -541,7 +557,8 @@ def markdown(results):
              "", "## Targets (ratios from this one run)", "",
              "| measure | value | target | met |", "|---|---|---|---|"]
     for name, value, op, target in ratios(results):
-        met = value >= target if op == ">=" else value < target
+        met = {">=": value >= target, "<=": value <= target,
+               "<": value < target}[op]
         lines.append("| %s | %.3g | %s %.3g | %s |"
                      % (name, value, op, target, "yes" if met else "NO"))
     lines.append("| (for scale) HTTP with one ngx.semaphore round trip, no "
