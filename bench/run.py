@@ -46,9 +46,12 @@ PATH_NAMES = {
     "thread": "(d) ngx.run_worker_thread, Lua echo",
     "floor": "(e) floor: ngx.semaphore ping-pong",
 }
-# make java skips the Java loader without javac or mvn
-if not os.path.exists(os.path.join(BUILD, "lib_nonblocking_ffi_java.so")):
-    PATHS.remove("java")
+# make go, make python and make java skip a part without its toolchain
+for path, lib in (("go", "lib_nonblocking_ffi_go.so"),
+                  ("python", "lib_nonblocking_ffi_python3.so"),
+                  ("java", "lib_nonblocking_ffi_java.so")):
+    if not os.path.exists(os.path.join(BUILD, lib)):
+        PATHS.remove(path)
 SIZES = [512, 4096, 10240, 102400]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

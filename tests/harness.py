@@ -32,6 +32,13 @@ SUPPRESSIONS = os.path.join(REPO, "tests", "valgrind.supp")
 # under valgrind everything is 20-50 times slower
 SLOW = 20 if MEMCHECK else 1
 
+# The reason of a skip because a part (Go, Python, Java, ...) or a tool is
+# not built or not installed here starts with NOT_HERE.  NFFI_REQUIRE_ALL=1
+# (CI, .ci/run) turns such skips into failures (conftest.py), so that
+# nothing silently stops being tested.
+NOT_HERE = "not built or installed here: "
+REQUIRE_ALL = os.environ.get("NFFI_REQUIRE_ALL") == "1"
+
 
 def readable_by_others(path):
     """Whether a worker running as nobody can reach files under path."""
