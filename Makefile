@@ -170,6 +170,8 @@ bench-smoke: all $(BUILD)/echo_server
 	python3 bench/run.py --smoke >/dev/null
 	@echo "bench-smoke: ok (bench/results/smoke.md)"
 
+include scripts/install.mk
+
 clean:
 	$(MAKE) -C examples/go clean
 	rm -rf $(BUILD) shims/java/target
