@@ -11,7 +11,7 @@ SHELL := /bin/bash
 #   make run            set up, then serve the demo on 127.0.0.1:$(PORT)
 #   make test           set up, then run the tests of every part built
 #   make install        install into $(DESTDIR)$(PREFIX) (scripts/install.mk;
-#                       make uninstall, make deb, make rock)
+#                       make uninstall); make deb: the Debian packages
 #   make test-memcheck  the integration tests with the worker under valgrind
 #   make bench          the benchmark (bench/results/latest.*)
 #   make bench-smoke    the benchmark with tiny counts (part of make test)
