@@ -24,6 +24,7 @@ NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      := $(CURDIR)/build
 PORT       ?= 8080
 CFLAGS_MOD := -g -O2 -fPIC -Wall -Wextra -Werror
+LDFLAGS_MOD ?=
 MODULE     := $(BUILD)/ngx_http_lua_nonblocking_ffi_module.so
 EXAMPLE    := $(BUILD)/libnffi_example.so
 # the runtimes of the tests (tests/runtimes/NAME.c -> libnffi_NAME.so)
@@ -39,7 +40,7 @@ SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 60
 
 .PHONY: all parts deps go python java run test test-unit test-integration \
-        test-memcheck bench soak fuzz \
+        test-memcheck bench soak fuzz deb \
         bench-smoke clean
 
 all: $(MODULE) $(EXAMPLE) $(FIXTURES)
@@ -68,7 +69,7 @@ $(BUILD)/nginx/objs/Makefile: config
 	cp -r $(NGINX_SRC) $(BUILD)/nginx
 	cd $(BUILD)/nginx && . ./conf_flags && \
 	    ./configure "$${NGX_CONF_FLAGS[@]}" \
-	        --with-cc-opt='$(CFLAGS_MOD)' \
+	        --with-cc-opt='$(CFLAGS_MOD)' --with-ld-opt='$(LDFLAGS_MOD)' \
 	        --add-dynamic-module=$(CURDIR) >$(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(BUILD)/configure.log; exit 1; }
 
@@ -171,6 +172,10 @@ bench-smoke: all $(BUILD)/echo_server
 	@echo "bench-smoke: ok (bench/results/smoke.md)"
 
 include scripts/install.mk
+
+# the Debian packages (debian/), built in build/deb (scripts/build-deb.sh)
+deb:
+	scripts/build-deb.sh
 
 clean:
 	$(MAKE) -C examples/go clean
