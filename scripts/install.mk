@@ -57,6 +57,7 @@ install: all
 	        [ -f "$$f" ] || continue; \
 	        install -m 644 "$$f" $(I_MOD)/python/nonblocking_ffi/; \
 	    done; \
+	    install -m 644 $(BUILD)/python/_nonblocking_ffi.pyi $(I_MOD)/python/; \
 	    echo "install: the Python loader"; \
 	else \
 	    echo "install: no Python loader (make python first)"; \
@@ -78,7 +79,7 @@ uninstall:
 	      $(addprefix $(I_LUA)/,$(LUA_FILES)) \
 	      $(I_INC)/nonblocking_ffi.h \
 	      $(I_MOD)/$(PY_LOADER) $(I_MOD)/$(JAVA_LOADER) \
-	      $(I_MOD)/$(JAVA_JAR)
+	      $(I_MOD)/$(JAVA_JAR) $(I_MOD)/python/_nonblocking_ffi.pyi
 	rm -f $(addprefix $(I_MOD)/python/nonblocking_ffi/,$(notdir \
 	      $(wildcard shims/python/nonblocking_ffi/*.py \
 	                 shims/python/nonblocking_ffi/*.pyi \

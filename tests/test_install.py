@@ -34,6 +34,7 @@ def expected(prefix, modules, lua, include):
              include + "/nonblocking_ffi.h"}
     if os.path.exists(os.path.join(BUILD, "lib_nonblocking_ffi_python3.so")):
         files.add(modules + "/lib_nonblocking_ffi_python3.so")
+        files.add(modules + "/python/_nonblocking_ffi.pyi")
         package = os.path.join(BUILD, "python", "nonblocking_ffi")
         files |= {modules + "/python/nonblocking_ffi/" + name
                   for name in os.listdir(package)

@@ -33,8 +33,9 @@ def test_luarocks_make_into_a_local_tree(tmp_path):
         with open(os.path.join(lua, name)) as got, \
                 open(os.path.join(REPO, "lib", name)) as want:
             assert got.read() == want.read(), name
-    listed = subprocess.run(["luarocks", "--tree", tree, "list", "--porcelain"],
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["luarocks", "--tree", tree, "list", "--porcelain"],
+        capture_output=True, text=True, check=True).stdout
     assert re.search(r"^lua-resty-nonblocking-ffi\t0\.3\.0-1\tinstalled",
                      listed, re.M), listed
     # building in place leaves nothing behind in the checkout
