@@ -117,7 +117,11 @@ $(BUILD)/echo_server: bench/echo_server.c
 
 deps:
 	@scripts/deps.sh
-	@$(MAKE) -s -C examples/go deps
+	@if $(HAVE_GO); then \
+	    $(MAKE) -s -C examples/go deps; \
+	else \
+	    $(call SKIP,go,no Go toolchain (go 1.26 or newer) on PATH); \
+	fi
 	@$(MAKE) -s -C shims/python deps
 	@$(MAKE) -s -C shims/java deps
 
