@@ -20,12 +20,15 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "build")
-MODULE = os.path.join(BUILD, "ngx_http_lua_nonblocking_ffi_module.so")
+# NFFI_MODULE, NFFI_MODULES_DIR (ndk_http_module.so, ngx_http_lua_module.so)
+# and NFFI_NGINX test another nginx build (scripts/openresty-check.sh)
+MODULE = os.environ.get("NFFI_MODULE") or os.path.join(
+    BUILD, "ngx_http_lua_nonblocking_ffi_module.so")
 # the runtime a reader copies (examples/c) and the one the tests call
 EXAMPLE = os.path.join(BUILD, "libnffi_example.so")
 TEST_RUNTIME = os.path.join(BUILD, "libnffi_test_runtime.so")
 NGINX = os.environ.get("NFFI_NGINX", "/usr/sbin/nginx")
-MODULES_DIR = "/usr/lib/nginx/modules"
+MODULES_DIR = os.environ.get("NFFI_MODULES_DIR", "/usr/lib/nginx/modules")
 MEMCHECK = os.environ.get("NFFI_MEMCHECK") == "1"
 SUPPRESSIONS = os.path.join(REPO, "tests", "valgrind.supp")
 
