@@ -54,9 +54,10 @@ SKIP = echo "$(1): skipped: $(2)"; \
            echo "$(1): NFFI_REQUIRE_ALL=1: every part must build"; exit 1; \
        fi
 
-# the toolchain of this kind of machine lives in /usr/local/go when not on
-# PATH (examples/go/Makefile looks there too)
-HAVE_GO = command -v go >/dev/null || test -x /usr/local/go/bin/go
+# the Go toolchain of this kind of machine lives in /usr/local/go, which a
+# login shell may not have on PATH (gofmt, the fuzz tests need it there)
+export PATH := $(PATH):/usr/local/go/bin
+HAVE_GO = command -v go >/dev/null
 
 # built beside the target, then renamed over it: a running nginx that has
 # the old library mapped keeps it intact
