@@ -5,7 +5,12 @@ make uninstall removes exactly those files."""
 import os
 import subprocess
 
-from harness import BUILD, MODULES_DIR, NGINX, REPO
+import pytest
+
+from harness import BUILD, MEMCHECK, MODULES_DIR, NGINX, REPO
+
+pytestmark = pytest.mark.skipif(MEMCHECK, reason="nothing in it runs under "
+                                "valgrind: memcheck would only repeat it")
 
 MODULE = "ngx_http_lua_nonblocking_ffi_module.so"
 

@@ -8,7 +8,10 @@ import subprocess
 
 import pytest
 
-from harness import NOT_HERE, REPO
+from harness import MEMCHECK, NOT_HERE, REPO
+
+pytestmark = pytest.mark.skipif(MEMCHECK, reason="nothing in it runs under "
+                                "valgrind: memcheck would only repeat it")
 
 ROCKSPEC = [n for n in os.listdir(REPO) if n.endswith(".rockspec")]
 

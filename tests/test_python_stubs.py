@@ -10,7 +10,10 @@ import textwrap
 
 import pytest
 
-from harness import BUILD, NOT_HERE, REPO
+from harness import BUILD, MEMCHECK, NOT_HERE, REPO
+
+pytestmark = pytest.mark.skipif(MEMCHECK, reason="nothing in it runs under "
+                                "valgrind: memcheck would only repeat it")
 
 SHIM = os.path.join(REPO, "shims", "python")
 STUB = os.path.join(SHIM, "nonblocking_ffi", "__init__.pyi")
