@@ -4,8 +4,14 @@ SHELL := /bin/bash
 # lua-resty-nonblocking-ffi
 #
 #   make                build the module and the C runtimes into build/
+#                       (a C compiler and the nginx build tree, nothing else)
+#   make go             the Go library (make python, make java: the loaders);
+#                       each skipped with one line when its toolchain is
+#                       missing (NFFI_REQUIRE_ALL=1 fails instead: CI)
 #   make run            set up, then serve the demo on 127.0.0.1:$(PORT)
-#   make test           set up, then run every test
+#   make test           set up, then run the tests of every part built
+#   make install        install into $(DESTDIR)$(PREFIX) (scripts/install.mk;
+#                       make uninstall); make deb: the Debian packages
 #   make test-memcheck  the integration tests with the worker under valgrind
 #   make bench          the benchmark (bench/results/latest.*)
 #   make bench-smoke    the benchmark with tiny counts (part of make test)
@@ -18,23 +24,40 @@ NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      := $(CURDIR)/build
 PORT       ?= 8080
 CFLAGS_MOD := -g -O2 -fPIC -Wall -Wextra -Werror
+LDFLAGS_MOD ?=
 MODULE     := $(BUILD)/ngx_http_lua_nonblocking_ffi_module.so
 EXAMPLE    := $(BUILD)/libnffi_example.so
 # the runtimes of the tests (tests/runtimes/NAME.c -> libnffi_NAME.so)
 FIXTURES   := $(BUILD)/libnffi_test_runtime.so \
-              $(BUILD)/libnffi_legacy_echo.so $(BUILD)/libnffi_no_init.so
+              $(BUILD)/libnffi_legacy_echo.so $(BUILD)/libnffi_no_init.so \
+              $(BUILD)/libnffi_abi_future.so
 LIB_CFLAGS := -g -O2 -fPIC -shared -Wall -Wextra -Werror \
               -Wno-unused-parameter -Iinclude -pthread
 SRCS       := config $(wildcard src/*.c src/*.h include/*.h)
-PYTEST     ?= python3 -m pytest
+# Debian's interpreter and its python3-pytest, also with pyenv on PATH
+PYTEST     ?= /usr/bin/python3 -m pytest
 SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps go python java run test test-unit test-integration \
-        test-memcheck bench soak fuzz \
+.PHONY: all parts deps go python java run test test-unit test-integration \
+        test-memcheck bench soak fuzz deb \
         bench-smoke clean
 
-all: $(MODULE) $(EXAMPLE) $(FIXTURES) go python java
+all: $(MODULE) $(EXAMPLE) $(FIXTURES)
+
+# the language parts: each builds when its toolchain is there
+parts: go python java
+
+# $(call SKIP,part,why): one line, and a failure when NFFI_REQUIRE_ALL=1
+SKIP = echo "$(1): skipped: $(2)"; \
+       if [ "$$NFFI_REQUIRE_ALL" = 1 ]; then \
+           echo "$(1): NFFI_REQUIRE_ALL=1: every part must build"; exit 1; \
+       fi
+
+# the Go toolchain of this kind of machine lives in /usr/local/go, which a
+# login shell may not have on PATH (gofmt, the fuzz tests need it there)
+export PATH := $(PATH):/usr/local/go/bin
+HAVE_GO = command -v go >/dev/null
 
 # built beside the target, then renamed over it: a running nginx that has
 # the old library mapped keeps it intact
@@ -47,7 +70,7 @@ $(BUILD)/nginx/objs/Makefile: config
 	cp -r $(NGINX_SRC) $(BUILD)/nginx
 	cd $(BUILD)/nginx && . ./conf_flags && \
 	    ./configure "$${NGX_CONF_FLAGS[@]}" \
-	        --with-cc-opt='$(CFLAGS_MOD)' \
+	        --with-cc-opt='$(CFLAGS_MOD)' --with-ld-opt='$(LDFLAGS_MOD)' \
 	        --add-dynamic-module=$(CURDIR) >$(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(BUILD)/configure.log; exit 1; }
 
@@ -65,18 +88,28 @@ $(BUILD)/libnffi_%.so: tests/runtimes/%.c include/nonblocking_ffi.h
 
 # the Go SDK's examples: one library hosting every Go handler (docs/go.md)
 go:
-	$(MAKE) -s -C examples/go all
+	@if $(HAVE_GO); then \
+	    $(MAKE) -s -C examples/go all; \
+	else \
+	    $(call SKIP,go,no Go toolchain (go 1.26 or newer) on PATH); \
+	fi
 
-# the Python loader and its package (docs/python.md)
+# the Python loader and its package (docs/python.md): Debian's CPython
+# (python3-dev) or PYTHON_CONFIG=... of another with a shared libpython
 python:
-	$(MAKE) -s -C shims/python all
+	@if [ -x "$(or $(PYTHON_CONFIG),/usr/bin/python3-config)" ]; then \
+	    $(MAKE) -s -C shims/python all; \
+	else \
+	    $(call SKIP,python,no $(or $(PYTHON_CONFIG),/usr/bin/python3-config) \
+	        (python3-dev 3.9 or newer)); \
+	fi
 
 # the Java loader, its API jar and examples (docs/java.md)
 java:
 	@if command -v javac >/dev/null && command -v mvn >/dev/null; then \
 	    $(MAKE) -s -C shims/java all; \
 	else \
-	    echo "java: skipped: javac or mvn missing (make -C shims/java deps)"; \
+	    $(call SKIP,java,javac (JDK 17 or newer) or mvn missing); \
 	fi
 
 $(BUILD)/echo_server: bench/echo_server.c
@@ -85,29 +118,38 @@ $(BUILD)/echo_server: bench/echo_server.c
 
 deps:
 	@scripts/deps.sh
-	@$(MAKE) -s -C examples/go deps
+	@if $(HAVE_GO); then \
+	    $(MAKE) -s -C examples/go deps; \
+	else \
+	    $(call SKIP,go,no Go toolchain (go 1.26 or newer) on PATH); \
+	fi
 	@$(MAKE) -s -C shims/python deps
 	@$(MAKE) -s -C shims/java deps
 
-run: deps all
+run: deps all parts
 	PORT=$(PORT) scripts/run-demo.sh
 
-test: deps all test-unit test-integration bench-smoke
+test: deps all parts test-unit test-integration bench-smoke
 
 test-unit:
 	$(MAKE) -s -C tests/unit test
-	$(MAKE) -s -C examples/go check test
+	@if $(HAVE_GO); then \
+	    $(MAKE) -s -C examples/go check test; \
+	else \
+	    $(call SKIP,go unit tests,no Go toolchain); \
+	fi
 
+# -rs: the reason of every skipped test (a part not built, memcheck)
 test-integration: all
-	$(PYTEST) -q tests
+	$(PYTEST) -q -rs tests
 
-test-memcheck: deps all
-	NFFI_MEMCHECK=1 $(PYTEST) -q tests
+test-memcheck: deps all parts
+	NFFI_MEMCHECK=1 $(PYTEST) -q -rs tests
 
-bench: deps all $(BUILD)/echo_server
+bench: deps all parts $(BUILD)/echo_server
 	python3 bench/run.py
 
-soak: deps all
+soak: deps all parts
 	python3 tests/soak.py --seconds $(SOAK_SECONDS)
 
 # libFuzzer targets (clang); their corpora are in tests/fuzz/corpus, where
@@ -122,7 +164,7 @@ $(BUILD)/fuzz/shim_cfg_fuzz: tests/fuzz/shim_cfg_fuzz.c \
 	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/shim_cfg_fuzz.c \
 	    shims/common/nffi_shim_cfg.c
 
-fuzz: deps all $(BUILD)/fuzz/shim_cfg_fuzz
+fuzz: deps all parts $(BUILD)/fuzz/shim_cfg_fuzz
 	$(BUILD)/fuzz/shim_cfg_fuzz -max_total_time=$(FUZZ_SECONDS) \
 	    tests/fuzz/corpus/shim_cfg
 	# a count (about 40 000 a second here), not a time: golang/go#75804
@@ -133,6 +175,12 @@ fuzz: deps all $(BUILD)/fuzz/shim_cfg_fuzz
 bench-smoke: all $(BUILD)/echo_server
 	python3 bench/run.py --smoke >/dev/null
 	@echo "bench-smoke: ok (bench/results/smoke.md)"
+
+include scripts/install.mk
+
+# the Debian packages (debian/), built in build/deb (scripts/build-deb.sh)
+deb:
+	scripts/build-deb.sh
 
 clean:
 	$(MAKE) -C examples/go clean

@@ -58,10 +58,16 @@ TABLE_PATHS = ["ffi", "go", "python", "python_async", "java", "unix"]
 LATENCY_PATHS = ["ffi", "go", "python", "python_async", "java", "unix"]
 # a worker's resident memory with one language's runtime loaded
 MEMORY_PATHS = ["ffi", "go", "python", "java"]
-# make java skips the Java loader without javac or mvn
-if not os.path.exists(os.path.join(BUILD, "lib_nonblocking_ffi_java.so")):
-    for paths in (PATHS, TABLE_PATHS, LATENCY_PATHS, MEMORY_PATHS):
-        paths.remove("java")
+# make go, make python and make java skip a part without its toolchain
+for lib, parts in (("lib_nonblocking_ffi_go.so", ["go"]),
+                   ("lib_nonblocking_ffi_python3.so",
+                    ["python", "python_async"]),
+                   ("lib_nonblocking_ffi_java.so", ["java"])):
+    if not os.path.exists(os.path.join(BUILD, lib)):
+        for paths in (PATHS, TABLE_PATHS, LATENCY_PATHS, MEMORY_PATHS):
+            for part in parts:
+                if part in paths:
+                    paths.remove(part)
 SIZES = [512, 4096, 10240, 102400]
 SIZE_NAMES = {512: "512 B", 4096: "4 KB", 10240: "10 KB", 102400: "100 KB"}
 # the CPU that taskset gives the one-CPU nginx and its sidecar
@@ -519,7 +525,7 @@ def ratios(results):
            if r["size"] == 512}
     p99 = {r["path"]: r["p99_us"] for r in results["sequential"]
            if r["size"] == 512}
-    return [
+    rows = [
         ("sequential 512 B vs unix socket", seq["ffi", 512]
          / seq["unix", 512], ">=", 10),
         ("sequential 512 B vs floor", seq["ffi", 512] / seq["floor", 512],
@@ -530,20 +536,28 @@ def ratios(results):
          10),
         ("HTTP with one call vs without", results["http"]["ratio_median"],
          ">=", 0.85),
-        ("Go: sequential 512 B vs unix socket", seq["go", 512]
-         / seq["unix", 512], ">=", 3),
-        ("Go: sequential 512 B vs C", seq["go", 512] / seq["ffi", 512], ">=",
-         1 / 3),
-        ("Go: 64 concurrent vs unix socket", conc["go"] / conc["unix"], ">=",
-         5),
-        ("Go: sequential 512 B p99 / p50", p99["go"] / p50["go"], "<=", 4),
-        ("Python asyncio: sequential 512 B vs unix socket",
-         seq["python_async", 512] / seq["unix", 512], ">=", 3),
-        ("Python asyncio: sequential 512 B vs thread handler",
-         seq["python_async", 512] / seq["python", 512], ">=", 1 / 2),
         ("runtime threads' CPU % one second after a burst",
          cpu["runtime_threads_cpu_pct_second_after_burst"], "<", 1),
     ]
+    if "go" in conc:
+        rows += [
+            ("Go: sequential 512 B vs unix socket", seq["go", 512]
+             / seq["unix", 512], ">=", 3),
+            ("Go: sequential 512 B vs C", seq["go", 512] / seq["ffi", 512],
+             ">=", 1 / 3),
+            ("Go: 64 concurrent vs unix socket", conc["go"] / conc["unix"],
+             ">=", 5),
+            ("Go: sequential 512 B p99 / p50", p99["go"] / p50["go"], "<=",
+             4),
+        ]
+    if "python_async" in conc:
+        rows += [
+            ("Python asyncio: sequential 512 B vs unix socket",
+             seq["python_async", 512] / seq["unix", 512], ">=", 3),
+            ("Python asyncio: sequential 512 B vs thread handler",
+             seq["python_async", 512] / seq["python", 512], ">=", 1 / 2),
+        ]
+    return rows
 
 
 def markdown(results):

@@ -41,6 +41,26 @@ extern "C" {
 #define NONBLOCKING_FFI_ABI_VERSION  3
 
 
+/*
+ * The ABI version this runtime was built for, read by the module at load:
+ * a runtime built for a newer ABI than the loaded module's is refused
+ * ("built for ABI version N, the module has M").  A runtime without the
+ * symbol (built with an older header, or written for lua-resty-ffi) is
+ * loaded.  The definition is weak, so every file of a runtime may include
+ * this header; a file that defines NONBLOCKING_FFI_NO_ABI_BUILT before
+ * including it (the module itself does) gets the declaration only.
+ * Since ABI version 3.
+ */
+#define NONBLOCKING_FFI_ABI_BUILT_SYMBOL  "lib_nonblocking_ffi_abi_built"
+
+extern const int  lib_nonblocking_ffi_abi_built;
+
+#ifndef NONBLOCKING_FFI_NO_ABI_BUILT
+__attribute__((weak, visibility("default")))
+const int  lib_nonblocking_ffi_abi_built = NONBLOCKING_FFI_ABI_VERSION;
+#endif
+
+
 /* the most tasks one ..._task_poll_batch() or ..._task_take() call takes */
 #define NONBLOCKING_FFI_POLL_BATCH_MAX  1024
 

@@ -38,8 +38,13 @@
 #include <ngx_event.h>
 
 #include "ngx_nffi_queue.h"
+/* the module reads lib_nonblocking_ffi_abi_built of runtimes: no own copy */
+#define NONBLOCKING_FFI_NO_ABI_BUILT
 #include "nonblocking_ffi.h"
 
+
+/* the project's version (CHANGELOG.md; the Lua library has the same) */
+#define NGX_NFFI_VERSION        "0.3.0"
 
 #define NGX_NFFI_TASK_MAGIC     0x6e666654  /* "nffT" */
 #define NGX_NFFI_RUNTIME_MAGIC  0x6e666652  /* "nffR" */

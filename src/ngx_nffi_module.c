@@ -106,6 +106,10 @@ ngx_nffi_worker_start(ngx_cycle_t *cycle)
     ngx_nffi_signal_init();
 
     ngx_nffi_worker.active = 1;
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "nonblocking_ffi %s (ABI version %d) ready",
+                  NGX_NFFI_VERSION, NONBLOCKING_FFI_ABI_VERSION);
 }
 
 

@@ -136,6 +136,7 @@ ngx_nffi_runtime_open(const char *lib, int is_global, ngx_nffi_init_pt *init,
     const char **symbol, u_char *err, size_t *errlen)
 {
     void         *handle;
+    const int    *abi;
     const char   *dlerr;
     struct stat   st;
 
@@ -154,6 +155,23 @@ ngx_nffi_runtime_open(const char *lib, int is_global, ngx_nffi_init_pt *init,
         dlerr = dlerror();
         *errlen = ngx_snprintf(err, *errlen, "failed to load %s: %s", lib,
                                dlerr ? dlerr : "unknown error")
+                  - err;
+        return NULL;
+    }
+
+    /* a runtime built for a newer ABI may call what this module lacks */
+    abi = dlsym(handle, NONBLOCKING_FFI_ABI_BUILT_SYMBOL);
+
+    if (abi != NULL && *abi > NONBLOCKING_FFI_ABI_VERSION) {
+        *errlen = ngx_snprintf(err, *errlen,
+                               "%s was built for ABI version %d, newer than "
+                               "the ABI version %d of this "
+                               "ngx_http_lua_nonblocking_ffi_module "
+                               "(%s): upgrade the module, or build the "
+                               "runtime against the module's "
+                               "nonblocking_ffi.h",
+                               lib, *abi, NONBLOCKING_FFI_ABI_VERSION,
+                               NGX_NFFI_VERSION)
                   - err;
         return NULL;
     }

@@ -7,7 +7,21 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import EXAMPLE, TEST_RUNTIME, NginxServer  # noqa: E402
+from harness import (EXAMPLE, NOT_HERE, REQUIRE_ALL,  # noqa: E402
+                     TEST_RUNTIME, NginxServer)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """NFFI_REQUIRE_ALL=1: a test skipped because its part is not built
+    here fails instead."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ALL and report.skipped and NOT_HERE in str(report.longrepr):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) \
+            else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = "NFFI_REQUIRE_ALL=1 and " + reason
 
 
 # every location's Lua gets these: the paths of the test runtime

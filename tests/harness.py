@@ -20,17 +20,27 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "build")
-MODULE = os.path.join(BUILD, "ngx_http_lua_nonblocking_ffi_module.so")
+# NFFI_MODULE, NFFI_MODULES_DIR (ndk_http_module.so, ngx_http_lua_module.so)
+# and NFFI_NGINX test another nginx build (scripts/openresty-check.sh)
+MODULE = os.environ.get("NFFI_MODULE") or os.path.join(
+    BUILD, "ngx_http_lua_nonblocking_ffi_module.so")
 # the runtime a reader copies (examples/c) and the one the tests call
 EXAMPLE = os.path.join(BUILD, "libnffi_example.so")
 TEST_RUNTIME = os.path.join(BUILD, "libnffi_test_runtime.so")
 NGINX = os.environ.get("NFFI_NGINX", "/usr/sbin/nginx")
-MODULES_DIR = "/usr/lib/nginx/modules"
+MODULES_DIR = os.environ.get("NFFI_MODULES_DIR", "/usr/lib/nginx/modules")
 MEMCHECK = os.environ.get("NFFI_MEMCHECK") == "1"
 SUPPRESSIONS = os.path.join(REPO, "tests", "valgrind.supp")
 
 # under valgrind everything is 20-50 times slower
 SLOW = 20 if MEMCHECK else 1
+
+# The reason of a skip because a part (Go, Python, Java, ...) or a tool is
+# not built or not installed here starts with NOT_HERE.  NFFI_REQUIRE_ALL=1
+# (CI, .ci/run) turns such skips into failures (conftest.py), so that
+# nothing silently stops being tested.
+NOT_HERE = "not built or installed here: "
+REQUIRE_ALL = os.environ.get("NFFI_REQUIRE_ALL") == "1"
 
 
 def readable_by_others(path):

@@ -58,7 +58,8 @@ def test_example_cfg(nginx):
         show(ngx.load_nonblocking_ffi(EXAMPLE, "threads=65"))
         show(ngx.load_nonblocking_ffi(EXAMPLE, "workers=2"))
     """))
-    failed = "nil '%s: lib_nonblocking_ffi_init() failed with rc 1'" % EXAMPLE
+    failed = ("nil '%s: lib_nonblocking_ffi_init() failed with rc 1: cfg: "
+              "nil or \"threads=N\" with N from 1 to 64 expected'" % EXAMPLE)
     assert srv.get("/t").splitlines() == ["true", "true"] + [failed] * 3
 
 

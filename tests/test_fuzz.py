@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from harness import BUILD, MEMCHECK, REPO
+from harness import BUILD, MEMCHECK, NOT_HERE, REPO
 
 FUZZ_NGINX = os.path.join(REPO, "tests", "fuzz_nginx.py")
 CORPUS = os.path.join(REPO, "tests", "fuzz", "corpus")
@@ -28,7 +28,8 @@ NOT_NGINX = "no nginx in it: the memcheck run would only repeat it"
 
 
 @pytest.mark.skipif(MEMCHECK, reason=NOT_NGINX)
-@pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain")
+@pytest.mark.skipif(shutil.which("go") is None,
+                    reason=NOT_HERE + "the Go toolchain")
 def test_fuzz_go_cfg_split():
     # a count, not a time: a -fuzztime duration can end the run with a
     # spurious "context deadline exceeded" (golang/go#75804); about 7 s here
@@ -40,7 +41,7 @@ def test_fuzz_go_cfg_split():
 
 
 @pytest.mark.skipif(MEMCHECK, reason=NOT_NGINX)
-@pytest.mark.skipif(shutil.which("clang") is None, reason="no clang")
+@pytest.mark.skipif(shutil.which("clang") is None, reason=NOT_HERE + "clang")
 @pytest.mark.parametrize("target", ["shim_cfg"])
 def test_libfuzzer(target, tmp_path):
     binary = os.path.join(BUILD, "fuzz", target + "_fuzz")

@@ -14,16 +14,21 @@ import threading
 import pytest
 
 from conftest import location
-from harness import MEMCHECK, check_signals_reach_nginx, free_port
-from services_go import etcd, go_libs  # noqa: F401 (fixtures)
+from harness import MEMCHECK, NOT_HERE, check_signals_reach_nginx, free_port
+from services_go import GO_LIB, etcd, go_libs  # noqa: F401 (fixtures)
 
 # Seen here: under memcheck the Go calls still work, but valgrind reports
 # hundreds of invalid reads and writes inside the Go runtime itself (its
 # own stacks and heap, vectorised scans past the end of C strings), so
 # every test would fail on the report; Go does not support valgrind.
-pytestmark = pytest.mark.skipif(
-    MEMCHECK, reason="Go is not supported under valgrind: memcheck reports "
-    "hundreds of invalid accesses inside the Go runtime itself")
+pytestmark = [
+    pytest.mark.skipif(
+        MEMCHECK, reason="Go is not supported under valgrind: memcheck "
+        "reports hundreds of invalid accesses inside the Go runtime itself"),
+    pytest.mark.skipif(
+        not os.path.exists(GO_LIB),
+        reason=NOT_HERE + "the Go library (make go needs the Go toolchain)"),
+]
 
 needs_master = pytest.mark.skipif(
     MEMCHECK, reason="memcheck runs nginx with master_process off")

@@ -21,8 +21,9 @@ import threading
 import pytest
 
 from conftest import location
-from harness import (BUILD, MEMCHECK, NGINX, WORKER_USER, NginxServer,
-                     check_signals_reach_nginx, free_port, wait_for)
+from harness import (BUILD, MEMCHECK, NGINX, NOT_HERE, WORKER_USER,
+                     NginxServer, check_signals_reach_nginx, free_port,
+                     wait_for)
 from services import PostgresServer
 
 JAVA = os.path.join(BUILD, "lib_nonblocking_ffi_java.so")
@@ -42,7 +43,7 @@ pytestmark = [
     ),
     pytest.mark.skipif(
         not (os.path.exists(JAVA) and os.path.exists(JAR) and JAVAC),
-        reason="the Java loader is not built (make java needs javac and mvn)",
+        reason=NOT_HERE + "the Java loader (make java needs javac and mvn)",
     ),
 ]
 

@@ -8,7 +8,11 @@ from harness import REPO
 
 # prose, data (fuzz corpora in testdata/ and corpus/) and generated files
 # carry no SPDX line
-NOT_SOURCE = (".md", ".json", ".svg", "go.sum", ".supp", ".gitignore")
+NOT_SOURCE = (".md", ".json", ".svg", "go.sum", ".supp", ".gitignore",
+              "py.typed")
+# Debian files whose formats have no comments (debian/copyright states the
+# license in its own format)
+NO_COMMENTS = ("debian/changelog", "debian/copyright", "debian/source/format")
 
 
 def test_every_source_file_names_the_license():
@@ -20,7 +24,7 @@ def test_every_source_file_names_the_license():
     for name in files:
         if name == "LICENSE" or name.startswith("docs/") \
                 or "/testdata/" in name or "/corpus/" in name \
-                or name.endswith(NOT_SOURCE):
+                or name.endswith(NOT_SOURCE) or name in NO_COMMENTS:
             continue
         with open(os.path.join(REPO, name), errors="replace") as f:
             head = [f.readline() for _ in range(3)]

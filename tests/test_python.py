@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import location
-from harness import BUILD, MEMCHECK, REPO, SLOW, wait_for
+from harness import BUILD, MEMCHECK, NOT_HERE, REPO, SLOW, wait_for
 from services import RedisServer
 
 PY = os.path.join(BUILD, "lib_nonblocking_ffi_python3.so")
@@ -43,6 +43,10 @@ PRELUDE = r"""
 
 # any lines of a traceback, in a pattern for the error log
 TB = r".*(?:\n.*)*?"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(PY),
+    reason=NOT_HERE + "the Python loader (make python needs python3-dev)")
 
 needs_master = pytest.mark.skipif(
     MEMCHECK, reason="memcheck runs nginx with master_process off"

@@ -129,11 +129,17 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
     if ((cfg && sscanf(cfg, "threads=%d", &threads) != 1)
         || threads < 1 || threads > 64)
     {
+        /* Lua sees nil, "<lib>: ...() failed with rc 1: <this reason>" */
+        ngx_http_lua_nonblocking_ffi_init_error(tq,
+            "cfg: nil or \"threads=N\" with N from 1 to 64 expected", 0);
         return 1;                       /* fails the load with rc 1 */
     }
 
     for (i = 0; i < threads; i++) {
         if (pthread_create(&tid, NULL, example_poll, tq) != 0) {
+            ngx_http_lua_nonblocking_ffi_init_error(tq,
+                                                    "pthread_create() failed",
+                                                    0);
             return 1;       /* a failed load closes tq: pollers get NULL */
         }
 

@@ -84,6 +84,8 @@ ffi.cdef[[
 
     int ngx_nffi_lua_stats(ngx_nffi_runtime_t *rt, ngx_nffi_lua_stats_t *out);
     ngx_nffi_runtime_t *ngx_nffi_lua_next_runtime(ngx_nffi_runtime_t *rt);
+
+    int ngx_http_lua_nonblocking_ffi_abi_version(void);
 ]]
 
 
@@ -162,7 +164,12 @@ local PTR, TIMEOUT, KEY, LOADED_PTR = 1, 2, 3, 4
 local runtimes = {}
 
 
-local _M = { version = "0.1.0", LATENCY_LE = LATENCY_LE }
+-- version: the project's version (CHANGELOG.md), the same as the module's
+-- startup log line; abi_version: NONBLOCKING_FFI_ABI_VERSION of the loaded
+-- module, the newest ABI a runtime may be built for
+local _M = { version = "0.3.0",
+             abi_version = C.ngx_http_lua_nonblocking_ffi_abi_version(),
+             LATENCY_LE = LATENCY_LE }
 
 
 local function valid_timeout(timeout)
