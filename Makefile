@@ -30,15 +30,16 @@ PYTEST     ?= python3 -m pytest
 SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps go python java run test test-unit test-integration \
-        test-memcheck bench soak fuzz \
+.PHONY: all deps go python java rust rust-check run test test-unit \
+        test-integration test-memcheck bench soak fuzz \
         bench-smoke clean
 
-all: $(MODULE) $(EXAMPLE) $(FIXTURES) go python java
+all: $(MODULE) $(EXAMPLE) $(FIXTURES) go python java rust
 
 # built beside the target, then renamed over it: a running nginx that has
 # the old library mapped keeps it intact
 INSTALL_SO = cp $(1) $@.tmp && mv -f $@.tmp $@
+INSTALL_SO_FROM = { cp $(1) $(2).tmp$$$$ && mv -f $(2).tmp$$$$ $(2); }
 
 # configure once per build tree; rebuilding the module takes a second
 $(BUILD)/nginx/objs/Makefile: config
@@ -79,6 +80,40 @@ java:
 	    echo "java: skipped: javac or mvn missing (make -C shims/java deps)"; \
 	fi
 
+# the Rust SDK's examples (docs/rust.md): one cargo workspace (Cargo.toml,
+# target folder build/cargo), the library and the gRPC server copied out
+RUST_LIB    := $(BUILD)/lib_nonblocking_ffi_rust.so
+RUST_SERVER := $(BUILD)/nffi-grpc-server
+CARGO       ?= cargo
+CARGO_FLAGS := --locked -j 2
+
+rust:
+	@if command -v $(CARGO) >/dev/null; then \
+	    $(MAKE) -s rust-build; \
+	else \
+	    echo "rust: skipped: cargo missing (https://rustup.rs)"; \
+	fi
+
+.PHONY: rust-build
+rust-build:
+	$(CARGO) build -q $(CARGO_FLAGS) --release
+	@mkdir -p $(BUILD)
+	@cmp -s $(BUILD)/cargo/release/libnffi_rust_examples.so $(RUST_LIB) || \
+	    $(call INSTALL_SO_FROM,$(BUILD)/cargo/release/libnffi_rust_examples.so,$(RUST_LIB))
+	@cmp -s $(BUILD)/cargo/release/nffi-grpc-server $(RUST_SERVER) || \
+	    $(call INSTALL_SO_FROM,$(BUILD)/cargo/release/nffi-grpc-server,$(RUST_SERVER))
+
+# unit tests of the SDK (with a fake module), clippy and rustfmt
+rust-check:
+	@if command -v $(CARGO) >/dev/null; then \
+	    $(CARGO) fmt --all --check && \
+	    $(CARGO) clippy -q $(CARGO_FLAGS) --workspace --all-targets \
+	        --all-features -- -D warnings && \
+	    $(CARGO) test -q $(CARGO_FLAGS) -p nonblocking-ffi --all-features; \
+	else \
+	    echo "rust-check: skipped: cargo missing (https://rustup.rs)"; \
+	fi
+
 $(BUILD)/echo_server: bench/echo_server.c
 	mkdir -p $(BUILD)
 	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
@@ -88,6 +123,8 @@ deps:
 	@$(MAKE) -s -C examples/go deps
 	@$(MAKE) -s -C shims/python deps
 	@$(MAKE) -s -C shims/java deps
+	@if command -v $(CARGO) >/dev/null; then $(CARGO) fetch -q --locked; \
+	else echo "deps: cargo missing: the Rust parts are skipped"; fi
 
 run: deps all
 	PORT=$(PORT) scripts/run-demo.sh
@@ -97,6 +134,7 @@ test: deps all test-unit test-integration bench-smoke
 test-unit:
 	$(MAKE) -s -C tests/unit test
 	$(MAKE) -s -C examples/go check test
+	$(MAKE) -s rust-check
 
 test-integration: all
 	$(PYTEST) -q tests
