@@ -253,10 +253,13 @@ def test_log_records_reach_the_error_log(nginx, rslib):
     srv = nginx(server=location("/t", rs(r"""
         local rt = assert(ngx.load_nonblocking_ffi(RS, "selftest,blocking"))
         show(rt:log("hello from Rust"))
+        show(rt:trace("traced"))
     """, rslib)))
-    assert srv.get("/t").strip() == "true ''"
+    assert srv.get("/t").splitlines() == ["true ''", "true ''"]
     srv.wait_log(r"\[warn\] \d+#\d+: nffi_rust_examples::selftest: hello "
                  r"from Rust")
+    srv.wait_log(r"\[error\] \d+#\d+: nffi_rust_examples::selftest: a "
+                 r"tracing event request=traced")
 
 
 # --- gRPC ----------------------------------------------------------------------

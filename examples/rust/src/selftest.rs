@@ -2,8 +2,9 @@
 
 //! Methods the tests use, async ("selftest") or on threads
 //! ("selftest,blocking"): echo, error (rc from the request), panic, log,
-//! sleep (ms, async only), wait_cancel (async only: ends when the caller
-//! gives up), fail/panic in the factory ("selftest,fail", "selftest,panic").
+//! trace, sleep (ms, async only), wait_cancel (async only: ends when the
+//! caller gives up); the factory fails or panics for "selftest,fail" and
+//! "selftest,panic".
 
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ fn sync_method(method: &str, req: Option<&[u8]>) -> Result<Vec<u8>, Error> {
         "panic" => panic!("{}", text(req)),
         "log" => {
             log::warn!("{}", text(req));
+            Ok(Vec::new())
+        }
+        // tracing events reach nginx too (the SDK's feature "tracing")
+        "trace" => {
+            tracing::error!(request = %text(req), "a tracing event");
             Ok(Vec::new())
         }
         other => Err(Error::new(404, format!("unknown method {other}"))),
