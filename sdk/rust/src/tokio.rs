@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Runtime;
@@ -35,12 +35,26 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send + 's
 type AsyncFn = dyn Fn(Call) -> BoxFuture + Send + Sync + 'static;
 
 static WORKERS: AtomicUsize = AtomicUsize::new(2);
+static SPIN: AtomicUsize = AtomicUsize::new(64);
+
+/// A wait on the fd shorter than this means a spin would have found the call.
+const SHORT_SLEEP: Duration = Duration::from_micros(200);
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
 /// Sets the number of worker threads of the runtime, before it is built
 /// (in the first factory of a worker that uses tokio).
 pub fn set_worker_threads(n: usize) {
     WORKERS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Sets how many rounds (yield to tokio, then take again) an acceptor spins
+/// for the next call before it sleeps on the queue's fd (64 by default; 0
+/// never spins).  Adaptive, like the module's `spin` option: a spin that
+/// finds nothing halves the budget, one that finds a call, or a sleep
+/// shorter than 200 µs, doubles it again, up to this value.  Applies to
+/// runtimes started afterwards.
+pub fn set_spin(rounds: usize) {
+    SPIN.store(rounds, Ordering::Relaxed);
 }
 
 /// The library's tokio runtime, built on first use.  A factory that makes
@@ -94,7 +108,39 @@ impl Server {
 
 async fn accept(queue: Queue, fd: AsyncFd<QueueFd>, handler: Arc<AsyncFn>) {
     let mut tasks = Vec::with_capacity(crate::BATCH);
+    let max = SPIN.load(Ordering::Relaxed);
+    let mut budget = max;
     loop {
+        // take what waits; then spin (yield to tokio, take again) for up to
+        // budget rounds: a call that comes meanwhile needs no wake-up
+        let mut found = false;
+        let mut rounds = 0;
+        loop {
+            match queue.take(&mut tasks) {
+                Taken::Tasks(_) => {
+                    for task in tasks.drain(..) {
+                        tokio::spawn(run(handler.clone(), task));
+                    }
+                    found |= rounds > 0;
+                }
+                Taken::Empty if rounds < budget => {
+                    rounds += 1;
+                    tokio::task::yield_now().await;
+                }
+                Taken::Empty => break,
+                Taken::Unloaded => return,
+            }
+        }
+        // adaptive, as the module's own spin: a spin that found a call
+        // grows the budget, one that found nothing halves it
+        budget = if found {
+            (budget * 2 + 1).min(max)
+        } else {
+            budget / 2
+        };
+
+        // sleep until the fd is readable: a call queued from now on makes it
+        let slept = Instant::now();
         let mut ready = match fd.readable().await {
             Ok(ready) => ready,
             Err(e) => {
@@ -105,20 +151,18 @@ async fn accept(queue: Queue, fd: AsyncFd<QueueFd>, handler: Arc<AsyncFn>) {
                 return;
             }
         };
-        loop {
-            match queue.take(&mut tasks) {
-                Taken::Tasks(_) => {
-                    for task in tasks.drain(..) {
-                        tokio::spawn(run(handler.clone(), task));
-                    }
+        if slept.elapsed() < SHORT_SLEEP {
+            budget = (budget * 2 + 1).min(max);
+        }
+        match queue.take(&mut tasks) {
+            Taken::Tasks(_) => {
+                for task in tasks.drain(..) {
+                    tokio::spawn(run(handler.clone(), task));
                 }
-                // a task queued from now on makes the fd readable again
-                Taken::Empty => {
-                    ready.clear_ready();
-                    break;
-                }
-                Taken::Unloaded => return,
             }
+            // another poller was faster: wait for the next readiness
+            Taken::Empty => ready.clear_ready(),
+            Taken::Unloaded => return,
         }
     }
 }
