@@ -7,6 +7,8 @@ SHELL := /bin/bash
 #   make run            set up, then serve the demo on 127.0.0.1:$(PORT)
 #   make test           set up, then run every test
 #   make test-memcheck  the integration tests with the worker under valgrind
+#   make rust           the Rust SDK's examples (part of make; skipped
+#                       without cargo); make rust-check: fmt, clippy, tests
 #   make bench          the benchmark (bench/results/latest.*)
 #   make bench-smoke    the benchmark with tiny counts (part of make test)
 #   make soak           a mixed load for SOAK_SECONDS (600): nothing lost,
