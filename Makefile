@@ -13,6 +13,8 @@ SHELL := /bin/bash
 #   make install        install into $(DESTDIR)$(PREFIX) (scripts/install.mk;
 #                       make uninstall); make deb: the Debian packages
 #   make test-memcheck  the integration tests with the worker under valgrind
+#   make rust           the Rust SDK's examples (part of make; skipped
+#                       without cargo); make rust-check: fmt, clippy, tests
 #   make bench          the benchmark (bench/results/latest.*)
 #   make bench-smoke    the benchmark with tiny counts (part of make test)
 #   make soak           a mixed load for SOAK_SECONDS (600): nothing lost,
@@ -39,14 +41,14 @@ PYTEST     ?= /usr/bin/python3 -m pytest
 SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 60
 
-.PHONY: all parts deps go python java run test test-unit test-integration \
-        test-memcheck bench soak fuzz deb \
+.PHONY: all parts deps go python java rust rust-check run test test-unit \
+        test-integration test-memcheck bench soak fuzz deb \
         bench-smoke clean
 
 all: $(MODULE) $(EXAMPLE) $(FIXTURES)
 
 # the language parts: each builds when its toolchain is there
-parts: go python java
+parts: go python java rust
 
 # $(call SKIP,part,why): one line, and a failure when NFFI_REQUIRE_ALL=1
 SKIP = echo "$(1): skipped: $(2)"; \
@@ -62,6 +64,7 @@ HAVE_GO = command -v go >/dev/null
 # built beside the target, then renamed over it: a running nginx that has
 # the old library mapped keeps it intact
 INSTALL_SO = cp $(1) $@.tmp && mv -f $@.tmp $@
+INSTALL_SO_FROM = { cp $(1) $(2).tmp$$$$ && mv -f $(2).tmp$$$$ $(2); }
 
 # configure once per build tree; rebuilding the module takes a second
 $(BUILD)/nginx/objs/Makefile: config
@@ -112,6 +115,40 @@ java:
 	    $(call SKIP,java,javac (JDK 17 or newer) or mvn missing); \
 	fi
 
+# the Rust SDK's examples (docs/rust.md): one cargo workspace (Cargo.toml,
+# target folder build/cargo), the library and the gRPC server copied out
+RUST_LIB    := $(BUILD)/lib_nonblocking_ffi_rust.so
+RUST_SERVER := $(BUILD)/nffi-grpc-server
+CARGO       ?= cargo
+CARGO_FLAGS := --locked -j 2
+
+rust:
+	@if command -v $(CARGO) >/dev/null; then \
+	    $(MAKE) -s rust-build; \
+	else \
+	    $(call SKIP,rust,cargo missing (Rust 1.80 or newer: https://rustup.rs)); \
+	fi
+
+.PHONY: rust-build
+rust-build:
+	$(CARGO) build -q $(CARGO_FLAGS) --release
+	@mkdir -p $(BUILD)
+	@cmp -s $(BUILD)/cargo/release/libnffi_rust_examples.so $(RUST_LIB) || \
+	    $(call INSTALL_SO_FROM,$(BUILD)/cargo/release/libnffi_rust_examples.so,$(RUST_LIB))
+	@cmp -s $(BUILD)/cargo/release/nffi-grpc-server $(RUST_SERVER) || \
+	    $(call INSTALL_SO_FROM,$(BUILD)/cargo/release/nffi-grpc-server,$(RUST_SERVER))
+
+# unit tests of the SDK (with a fake module), clippy and rustfmt
+rust-check:
+	@if command -v $(CARGO) >/dev/null; then \
+	    $(CARGO) fmt --all --check && \
+	    $(CARGO) clippy -q $(CARGO_FLAGS) --workspace --all-targets \
+	        --all-features -- -D warnings && \
+	    $(CARGO) test -q $(CARGO_FLAGS) -p nonblocking-ffi --all-features; \
+	else \
+	    $(call SKIP,rust-check,cargo missing); \
+	fi
+
 $(BUILD)/echo_server: bench/echo_server.c
 	mkdir -p $(BUILD)
 	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
@@ -125,6 +162,8 @@ deps:
 	fi
 	@$(MAKE) -s -C shims/python deps
 	@$(MAKE) -s -C shims/java deps
+	@if command -v $(CARGO) >/dev/null; then $(CARGO) fetch -q --locked; \
+	else $(call SKIP,rust,cargo missing); fi
 
 run: deps all parts
 	PORT=$(PORT) scripts/run-demo.sh
@@ -138,6 +177,7 @@ test-unit:
 	else \
 	    $(call SKIP,go unit tests,no Go toolchain); \
 	fi
+	$(MAKE) -s rust-check
 
 # -rs: the reason of every skipped test (a part not built, memcheck)
 test-integration: all

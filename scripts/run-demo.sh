@@ -3,13 +3,15 @@
 # Serves examples/nginx/demo.conf in the foreground on 127.0.0.1:$PORT,
 # with an etcd on 127.0.0.1:$ETCD_PORT (its peers: $ETCD_PEER_PORT, by
 # default the next port) for the Go etcd example and a
-# PostgreSQL on 127.0.0.1:$PG_PORT for the Java JDBC example.
+# PostgreSQL on 127.0.0.1:$PG_PORT for the Java JDBC example, and the
+# Rust example's gRPC server (build/nffi-grpc-server) on 127.0.0.1:$GRPC_PORT.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 port=${PORT:-8080}
 etcd_port=${ETCD_PORT:-2379}
 pg_port=${PG_PORT:-5432}
+grpc_port=${GRPC_PORT:-50051}
 pg_user=$(id -un)
 # PostgreSQL refuses to run as root: then it runs as postgres
 as_pg=()
@@ -35,12 +37,15 @@ mkdir -p "$prefix/logs"
 sed -e "s|@REPO@|$repo|g" -e "s|@PORT@|$port|g" \
     -e "s|@ETCD_PORT@|$etcd_port|g" -e "s|^# @USER@$|$user|" \
     -e "s|@PG_PORT@|$pg_port|g" -e "s|@PG_USER@|$pg_user|g" \
+    -e "s|@GRPC_PORT@|$grpc_port|g" \
     "$repo/examples/nginx/demo.conf" > "$prefix/nginx.conf"
 
 etcd_pid=
 pg_pid=
 pg_dir=
+grpc_pid=
 stop() {
+    [ -z "$grpc_pid" ] || { kill "$grpc_pid" 2>/dev/null; wait "$grpc_pid"; } || true
     [ -z "$etcd_pid" ] || { kill "$etcd_pid" 2>/dev/null; wait "$etcd_pid"; } || true
     # INT: PostgreSQL's fast shutdown, which does not wait for clients
     [ -z "$pg_pid" ] || { kill -INT "$pg_pid" 2>/dev/null; wait "$pg_pid"; } || true
@@ -59,6 +64,15 @@ if command -v etcd >/dev/null; then
     etcd_pid=$!
 else
     echo "etcd is not installed (make deps): the /go/etcd/ locations fail"
+fi
+
+if [ -x "$repo/build/nffi-grpc-server" ]; then
+    "$repo/build/nffi-grpc-server" "127.0.0.1:$grpc_port" \
+        >"$prefix/logs/grpc-server.log" 2>&1 &
+    grpc_pid=$!
+else
+    echo "build/nffi-grpc-server is missing (make rust): the /rust/grpc/" \
+         "locations fail"
 fi
 
 # a throwaway cluster under /tmp (its user must reach it), trust on 127.0.0.1

@@ -27,6 +27,8 @@ ERROR_LOG = os.path.join(PREFIX, "logs", "error.log")
 # built by make java, skipped when javac or mvn is missing
 JAVA = os.path.join(REPO, "build", "lib_nonblocking_ffi_java.so")
 PID_FILE = os.path.join(PREFIX, "logs", "nginx.pid")
+# built by make rust, skipped when cargo is missing
+RUST = os.path.join(REPO, "build", "lib_nonblocking_ffi_rust.so")
 
 
 def reset_signals():
@@ -66,6 +68,7 @@ class Demo:
         self.ports = {self.port, self.etcd_port}
         self.etcd_peer_port = self.another_port()
         self.pg_port = self.another_port()
+        self.grpc_port = self.another_port()
         self.output = os.path.join(str(folder), "run-demo.out")
         self.proc = None
         self.quit_pid = None
@@ -77,7 +80,8 @@ class Demo:
                 env=dict(os.environ, PORT=str(self.port),
                          ETCD_PORT=str(self.etcd_port),
                          ETCD_PEER_PORT=str(self.etcd_peer_port),
-                         PG_PORT=str(self.pg_port)),
+                         PG_PORT=str(self.pg_port),
+                         GRPC_PORT=str(self.grpc_port)),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True, preexec_fn=reset_signals)
         return self
@@ -198,6 +202,15 @@ def test_demo_answers_like_the_readme_says(demo):
                  .startswith("true"), 30, "PostgreSQL through the demo")
         assert get("/java/jdbc/get?key=a") == "true x\0y\n"
         assert get("/java/jdbc/get?key=b") == "true nil\n"
+    if os.path.exists(RUST):
+        assert get("/rust/echo?hello") == "true hello\n"
+        assert get("/rust/echo_async?hello") == "true hello\n"
+        # the gRPC server starts beside nginx: the first call may come first
+        wait_for(lambda: get("/rust/grpc/echo?hello") == "true hello\n", 30,
+                 "the gRPC server through the demo")
+        assert get("/rust/grpc/sleep?50") == "true slept 50\n"
+        # one HTTP/2 connection per worker that called, whatever the calls
+        assert get("/rust/grpc/connections") in ("true 1\n", "true 2\n")
     # etcd starts beside nginx: the first put may come before it is up
     wait_for(lambda: (get("/go/etcd/put?key=/demo/a&value=1") or "")
              .startswith("{"), 30, "etcd through the demo")

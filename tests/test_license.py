@@ -8,8 +8,8 @@ from harness import REPO
 
 # prose, data (fuzz corpora in testdata/ and corpus/) and generated files
 # carry no SPDX line
-NOT_SOURCE = (".md", ".json", ".svg", "go.sum", ".supp", ".gitignore",
-              "py.typed")
+NOT_SOURCE = (".md", ".json", ".svg", "go.sum", "Cargo.lock", ".supp",
+              ".gitignore", "py.typed")
 # Debian files whose formats have no comments (debian/copyright states the
 # license in its own format)
 NO_COMMENTS = ("debian/changelog", "debian/copyright", "debian/source/format")

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from conftest import location
-from harness import BUILD, EXAMPLE, REPO, TEST_RUNTIME
+from harness import BUILD, EXAMPLE, NOT_HERE, REPO, TEST_RUNTIME
+from services_rust import rust_lib  # noqa: F401 (fixture)
 
 FUTURE = os.path.join(BUILD, "libnffi_abi_future.so")
 LEGACY = os.path.join(BUILD, "libnffi_legacy_echo.so")
@@ -96,5 +97,10 @@ def test_runtimes_built_with_the_header_export_their_abi_version():
 def test_loaders_and_go_libraries_export_their_abi_version(lib):
     path = os.path.join(BUILD, lib)
     if not os.path.exists(path):
-        pytest.skip("%s is not built" % lib)
+        pytest.skip(NOT_HERE + lib)
     assert exported(path) == ["V"]
+
+
+def test_rust_libraries_export_their_abi_version(rust_lib):
+    # one definition, in the export! macro: a plain data symbol
+    assert exported(rust_lib) in (["D"], ["R"])
