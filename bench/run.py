@@ -38,8 +38,8 @@ from harness import WORKER_USER  # noqa: E402
 BUILD = os.path.join(REPO, "build")
 RESULTS = os.path.join(REPO, "bench", "results")
 
-PATHS = ["ffi", "go", "python", "python_async", "java", "unix", "tcp",
-         "thread", "floor"]
+PATHS = ["ffi", "go", "python", "python_async", "java", "rust",
+         "rust_async", "unix", "tcp", "thread", "floor"]
 PATH_NAMES = {
     "ffi": "(a) nonblocking_ffi, C echo runtime",
     "go": "(a) nonblocking_ffi, Go echo runtime (sdk/go)",
@@ -47,22 +47,27 @@ PATH_NAMES = {
     "python_async": "(a) nonblocking_ffi, Python echo (shims/python, "
                     "asyncio)",
     "java": "(a) nonblocking_ffi, Java echo (shims/java, on the poll thread)",
+    "rust": "(a) nonblocking_ffi, Rust echo (sdk/rust, 1 poll thread)",
+    "rust_async": "(a) nonblocking_ffi, Rust echo (sdk/rust, tokio)",
     "unix": "(b) cosocket, unix socket sidecar",
     "tcp": "(c) cosocket, TCP loopback sidecar",
     "thread": "(d) ngx.run_worker_thread, Lua echo",
     "floor": "(e) floor: ngx.semaphore ping-pong",
 }
 # the ancestor's table: one row per way of calling, the sidecar last
-TABLE_PATHS = ["ffi", "go", "python", "python_async", "java", "unix"]
+TABLE_PATHS = ["ffi", "go", "python", "python_async", "java", "rust",
+               "rust_async", "unix"]
 # a call's latency while wrk saturates the worker
-LATENCY_PATHS = ["ffi", "go", "python", "python_async", "java", "unix"]
+LATENCY_PATHS = ["ffi", "go", "python", "python_async", "java", "rust",
+                 "rust_async", "unix"]
 # a worker's resident memory with one language's runtime loaded
-MEMORY_PATHS = ["ffi", "go", "python", "java"]
-# make go, make python and make java skip a part without its toolchain
+MEMORY_PATHS = ["ffi", "go", "python", "java", "rust_async"]
+# make go, python, java and rust skip a part without its toolchain
 for lib, parts in (("lib_nonblocking_ffi_go.so", ["go"]),
                    ("lib_nonblocking_ffi_python3.so",
                     ["python", "python_async"]),
-                   ("lib_nonblocking_ffi_java.so", ["java"])):
+                   ("lib_nonblocking_ffi_java.so", ["java"]),
+                   ("lib_nonblocking_ffi_rust.so", ["rust", "rust_async"])):
     if not os.path.exists(os.path.join(BUILD, lib)):
         for paths in (PATHS, TABLE_PATHS, LATENCY_PATHS, MEMORY_PATHS):
             for part in parts:
@@ -668,6 +673,8 @@ TABLE_NAMES = {
     "python": "ours: Python echo, thread handler",
     "python_async": "ours: Python echo, asyncio handler",
     "java": "ours: Java echo",
+    "rust": "ours: Rust echo, poll thread",
+    "rust_async": "ours: Rust echo, tokio",
     "unix": "ours: unix socket sidecar (C echo server)",
 }
 

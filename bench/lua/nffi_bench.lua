@@ -1,8 +1,8 @@
 -- SPDX-License-Identifier: BSD-2-Clause
 
 -- The benchmark's workloads, run inside the nginx worker.  Every path
--- ("ffi", "go", "python", "python_async", "java", "unix", "tcp", "thread",
--- "floor") is a function that sends a payload and returns the echoed
+-- ("ffi", "go", "python", "python_async", "java", "rust", "rust_async",
+-- "unix", "tcp", "thread", "floor") is a function that sends a payload and returns the echoed
 -- payload, so the workloads time all paths the same way.
 
 local ffi = require "ffi"
@@ -112,6 +112,13 @@ local makers = {
     -- the handler runs on the poll thread (examples/java, "init,0")
     java = function()
         return runtime_path(config.java, "example.Echo,init,0")()
+    end,
+
+    -- sdk/rust: one poll thread, and the tokio adapter on the queue's fd
+    rust = function() return runtime_path(config.rust, "echo")() end,
+
+    rust_async = function()
+        return runtime_path(config.rust, "echo_async")()
     end,
 
     unix = function() return socket_path({ unix = config.unix })() end,
