@@ -125,7 +125,7 @@ type queue interface {
 type taker interface {
 	// take waits for a task and returns it, or nil once the runtime is
 	// unloaded and every queued task was taken, and at once from then on.
-	// Takers of one queue take at the same time.
+	// Several takers of one queue take at the same time.
 	take() task
 	// release frees the taker; it is not used again.
 	release()
@@ -198,7 +198,6 @@ func (s *server) backToIdle() (surplus bool) {
 func (s *server) startPoller() {
 	s.idle.Add(1)
 	s.pollers.Add(1)
-	s.started.Add(1)
 	go s.poll()
 }
 
@@ -227,7 +226,6 @@ type server struct {
 
 	pollers sync.WaitGroup // running
 	idle    atomic.Int32   // waiting for a task, or about to
-	started atomic.Int64   // pollers started beyond the first ones
 
 	// contexts whose Done or Err was asked for, and so whose task's
 	// "cancelled" flag is looked at every cancelCheckInterval
