@@ -108,6 +108,34 @@ def test_concurrent_calls_answered_out_of_order(nginx, golib):
     assert [b.strip() for b in bodies] == ["200"] * 6
 
 
+def test_blocking_calls_delay_no_other_call(nginx, golib):
+    """Handlers run on Serve's pollers, with no hand-off: calls that block
+    (more of them than pollers wait, than CPUs) leave a poller for the
+    next call."""
+    srv = nginx(server=location("/t", go(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
+        local sleepers = {}
+        for i = 1, 8 do
+            sleepers[i] = ngx.thread.spawn(rt.sleep, rt, "1000")
+        end
+        -- the sleeps were queued first; the echoes come back while every
+        -- one of them still sleeps
+        local fast = 0
+        for i = 1, 20 do
+            local ok, res = rt:echo("x" .. i)
+            if ok and res == "x" .. i then fast = fast + 1 end
+        end
+        ngx.say(fast, " ", rt:__pending())
+        local slept = 0
+        for i = 1, 8 do
+            local _, ok, res = ngx.thread.wait(sleepers[i])
+            if ok and res == "slept 1000" then slept = slept + 1 end
+        end
+        ngx.say(slept, " ", rt:__pending())
+    """, golib)))
+    assert srv.get("/t").splitlines() == ["20 8", "8 0"]
+
+
 # --- errors, panics, bad cfg ----------------------------------------------
 
 

@@ -12,6 +12,65 @@ package nffi
 #include <stdlib.h>
 #include <string.h>
 #include "nonblocking_ffi.h"
+
+// Serve's pollers cross into C twice per call: once to take a task with
+// its method and request, once to answer it.  Each crossing costs; these
+// two helpers do in one what would take three.
+
+typedef struct {
+    void        *task;
+    char        *req;
+    const char  *method;
+    int          req_len;
+    int          method_len;
+} nffi_go_taken_t;
+
+// Waits for the next task of tq and reads its method and request into *t;
+// returns 0 once the runtime is unloaded and drained.
+static int
+nffi_go_take(void *tq, nffi_go_taken_t *t)
+{
+    void  *task;
+
+    if (ngx_http_lua_nonblocking_ffi_task_poll_batch(tq, &task, 1) != 1) {
+        return 0;
+    }
+
+    t->task = task;
+    t->req = ngx_http_lua_nonblocking_ffi_get_req(task, &t->req_len);
+    t->method = ngx_http_lua_nonblocking_ffi_get_method(task,
+                                                        &t->method_len);
+    return 1;
+}
+
+// Answers task with NULL when is_nil, else with a malloc'ed copy of len
+// bytes of data (data may be NULL when len is 0).  An empty answer is an
+// empty C string (length 0 means "NUL-terminated").  Without memory, the
+// answer is rc err_rc and NULL.
+static void
+nffi_go_answer(void *task, int rc, const char *data, int len, int is_nil,
+    int err_rc)
+{
+    char  *p;
+
+    if (is_nil) {
+        ngx_http_lua_nonblocking_ffi_respond(task, rc, NULL, 0);
+        return;
+    }
+
+    p = malloc((size_t) len + 1);
+    if (p == NULL) {
+        ngx_http_lua_nonblocking_ffi_respond(task, err_rc, NULL, 0);
+        return;
+    }
+
+    if (len > 0) {
+        memcpy(p, data, len);
+    }
+    p[len] = '\0';
+
+    ngx_http_lua_nonblocking_ffi_respond(task, rc, p, len);
+}
 */
 import "C"
 
@@ -61,44 +120,74 @@ func ABIVersion() int {
 	return int(C.ngx_http_lua_nonblocking_ffi_abi_version())
 }
 
-// cgoQueue is the queue that Serve uses on the ABI: it takes up to a
-// batch of tasks per poll, into C memory since the module writes there.
+// cgoQueue is the queue that Serve uses on the ABI.
 type cgoQueue struct {
-	q     Queue
-	buf   *unsafe.Pointer
-	size  int
-	tasks []task
+	q Queue
 }
 
-func newCgoQueue(q Queue, size int) *cgoQueue {
-	p := C.malloc(C.size_t(size) * C.size_t(unsafe.Sizeof(unsafe.Pointer(nil))))
+func (c cgoQueue) taker() taker {
+	p := C.malloc(C.size_t(unsafe.Sizeof(C.nffi_go_taken_t{})))
 	if p == nil {
 		panic("nffi: out of memory")
 	}
-	return &cgoQueue{q: q, buf: (*unsafe.Pointer)(p), size: size,
-		tasks: make([]task, size)}
+	return &cgoTaker{q: c.q, taken: (*C.nffi_go_taken_t)(p)}
 }
 
-func (c *cgoQueue) pollBatch() []task {
-	n := C.ngx_http_lua_nonblocking_ffi_task_poll_batch(c.q.p, c.buf,
-		C.int(c.size))
-	if n <= 0 {
+func (c cgoQueue) close() {}
+
+func (c cgoQueue) log(level Level, msg string) {
+	Log(level, msg)
+}
+
+// cgoTaker is one poller's way to take tasks: C memory for nffi_go_take
+// to write into (Go memory handed to C would escape to the heap on every
+// call), and the method name of its last task, which the next one most
+// often repeats.
+type cgoTaker struct {
+	q      Queue
+	taken  *C.nffi_go_taken_t
+	method string
+}
+
+func (c *cgoTaker) take() task {
+	if C.nffi_go_take(c.q.p, c.taken) == 0 {
 		return nil
 	}
-	tasks := c.tasks[:n]
-	for i, p := range unsafe.Slice(c.buf, int(n)) {
-		tasks[i] = &Task{p: p}
+	t := &takenTask{Task: Task{p: c.taken.task}}
+
+	if m := c.taken.method; m != nil {
+		name := unsafe.String((*byte)(unsafe.Pointer(m)), int(c.taken.method_len))
+		if name != c.method {
+			c.method = string(name) // a copy: the C memory goes with the task
+		}
+		t.method = c.method
 	}
-	return tasks
+
+	if r := c.taken.req; r != nil {
+		t.req = C.GoBytes(unsafe.Pointer(r), c.taken.req_len)
+	}
+	return t
 }
 
-func (c *cgoQueue) close() {
-	C.free(unsafe.Pointer(c.buf))
-	c.buf = nil
+func (c *cgoTaker) release() {
+	C.free(unsafe.Pointer(c.taken))
+	c.taken = nil
 }
 
-func (c *cgoQueue) log(level Level, msg string) {
-	Log(level, msg)
+// takenTask is a Task whose method and request were read when it was
+// taken, in the same crossing into C.
+type takenTask struct {
+	Task
+	method string
+	req    []byte
+}
+
+func (t *takenTask) Method() string {
+	return t.method
+}
+
+func (t *takenTask) Request() []byte {
+	return t.req
 }
 
 // Request is a copy of the request bytes, or nil when Lua passed nil (or
@@ -157,23 +246,15 @@ func (t *Task) Respond(rc int, data []byte) {
 		rc, data = RCError, []byte("nffi: answer larger than 2 GB")
 	}
 
-	if data == nil {
-		C.ngx_http_lua_nonblocking_ffi_respond(t.p, C.int(rc), nil, 0)
-		return
-	}
-
-	// the module frees the answer: it must come from malloc; an empty
-	// answer is an empty C string (length 0 means "NUL-terminated")
-	p := (*C.char)(C.malloc(C.size_t(len(data) + 1)))
-	if p == nil {
-		C.ngx_http_lua_nonblocking_ffi_respond(t.p, C.int(RCError), nil, 0)
-		return
-	}
+	// data goes to C only when it has bytes: the pointer of an empty slice
+	// may lie past the end of its memory
+	var p *C.char
 	if len(data) > 0 {
-		C.memcpy(unsafe.Pointer(p), unsafe.Pointer(&data[0]),
-			C.size_t(len(data)))
+		p = (*C.char)(unsafe.Pointer(&data[0]))
 	}
-	*(*C.char)(unsafe.Add(unsafe.Pointer(p), len(data))) = 0
-
-	C.ngx_http_lua_nonblocking_ffi_respond(t.p, C.int(rc), p, C.int(len(data)))
+	isNil := C.int(0)
+	if data == nil {
+		isNil = 1
+	}
+	C.nffi_go_answer(t.p, C.int(rc), p, C.int(len(data)), isNil, C.int(RCError))
 }

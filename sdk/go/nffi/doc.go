@@ -29,9 +29,10 @@
 //	func main() {}
 //
 // go build -buildmode=c-shared makes the library; this package exports its
-// lib_nonblocking_ffi_init.  Each call runs in its own goroutine; an error
-// is answered with a non-zero rc and its message, a panic is recovered and
-// answered with RCPanic.
+// lib_nonblocking_ffi_init.  Calls run concurrently, each on one of a pool
+// of poller goroutines (see Serve), and a call that blocks delays no other
+// call; an error is answered with a non-zero rc and its message, a panic
+// is recovered and answered with RCPanic.
 //
 // Poll, Task.Request and Task.Respond are the ABI itself, for code that
 // polls by itself (RegisterRaw).  Log writes to the nginx error log.

@@ -14,16 +14,15 @@ import (
 // the ABI, without cgo.  It records every answer, every log line and every
 // use of the queue that breaks its contract, so that tests can check them.
 type fakeQueue struct {
-	size int // tasks per pollBatch at most
-
 	mu       sync.Mutex
 	cond     sync.Cond // broadcast on every change
 	pending  []*fakeTask
 	unloaded bool
-	ended    bool   // pollBatch returned nil
-	closed   int    // close calls
-	batches  []int  // the size of every batch taken
-	buf      []task // reused by every pollBatch, as cgoQueue does
+	ended    bool // take returned nil
+	closed   int  // close calls
+	takers   int  // made
+	released int  // released
+	waiting  int  // takes waiting for a task
 	logs     []logLine
 	events   []string // "answer <method>", "close handler", in order
 	misuse   []string // contract violations seen
@@ -50,8 +49,8 @@ type fakeTask struct {
 	answers        []answer
 }
 
-func newFakeQueue(size int) *fakeQueue {
-	q := &fakeQueue{size: size, buf: make([]task, size)}
+func newFakeQueue() *fakeQueue {
+	q := &fakeQueue{}
 	q.cond.L = &q.mu
 	return q
 }
@@ -69,7 +68,7 @@ func (q *fakeQueue) push(method string, req []byte) *fakeTask {
 	return t
 }
 
-// unload ends the queue: pollBatch hands out what is pending, then nil.
+// unload ends the queue: take hands out what is pending, then nil.
 func (q *fakeQueue) unload() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -77,36 +76,69 @@ func (q *fakeQueue) unload() {
 	q.cond.Broadcast()
 }
 
-func (q *fakeQueue) pollBatch() []task {
+// fakeTaker is one poller's taker.
+type fakeTaker struct {
+	q        *fakeQueue
+	released bool
+}
+
+func (q *fakeQueue) taker() taker {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.ended || q.closed > 0 {
-		q.misuse = append(q.misuse, "pollBatch after the end of the queue")
+	if q.closed > 0 {
+		q.misuse = append(q.misuse, "taker after close")
+	}
+	q.takers++
+	q.cond.Broadcast()
+	return &fakeTaker{q: q}
+}
+
+func (tk *fakeTaker) take() task {
+	q := tk.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if tk.released || q.closed > 0 {
+		q.misuse = append(q.misuse, "take after release or close")
 		return nil
 	}
+	q.waiting++
+	q.cond.Broadcast()
 	for len(q.pending) == 0 && !q.unloaded {
 		q.cond.Wait()
 	}
+	q.waiting--
+	q.cond.Broadcast()
 	if len(q.pending) == 0 {
+		// as on the ABI: nil to every take from now on
 		q.ended = true
 		return nil
 	}
-	n := min(len(q.pending), q.size)
-	// a caller that keeps the previous batch sees it overwritten
-	clear(q.buf)
-	for i, t := range q.pending[:n] {
-		q.buf[i] = t
+	t := q.pending[0]
+	q.pending = q.pending[1:]
+	return t
+}
+
+func (tk *fakeTaker) release() {
+	q := tk.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if tk.released {
+		q.misuse = append(q.misuse, "taker released twice")
 	}
-	q.pending = q.pending[n:]
-	q.batches = append(q.batches, n)
-	return q.buf[:n]
+	tk.released = true
+	q.released++
+	q.cond.Broadcast()
 }
 
 func (q *fakeQueue) close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.ended {
-		q.misuse = append(q.misuse, "close before pollBatch returned nil")
+		q.misuse = append(q.misuse, "close before take returned nil")
+	}
+	if q.released != q.takers {
+		q.misuse = append(q.misuse, fmt.Sprintf("close with %d of %d "+
+			"takers not released", q.takers-q.released, q.takers))
 	}
 	q.closed++
 }
@@ -266,7 +298,7 @@ func (q *fakeQueue) serve(tb testing.TB, h Handler) <-chan struct{} {
 }
 
 // checkRules fails the test for every contract violation seen, and unless
-// the queue was closed exactly once.
+// the queue was closed exactly once, after every taker was released.
 func (q *fakeQueue) checkRules(tb testing.TB) {
 	tb.Helper()
 	q.mu.Lock()

@@ -95,7 +95,7 @@ type panickyError struct{}
 func (panickyError) Error() string { panic("no message today") }
 
 func TestErrorAnswerSurvivesBrokenErrors(t *testing.T) {
-	s := &server{q: newFakeQueue(1)}
+	s := &server{q: newFakeQueue()}
 	var typedNil *Error
 	rc, msg := s.errorAnswer("m", typedNil)
 	if rc != RCPanic || string(msg) == "" {

@@ -26,8 +26,9 @@ const (
 // Handler serves calls: runtime:method(req) in Lua becomes
 // ServeCall(ctx, "method", req).  A nil error answers rsp with rc 0 (Lua:
 // true, rsp); an error answers its message with rc RCError, or with its
-// own rc when it is an *Error (Lua: false, rc, message).  Each call runs in
-// its own goroutine: ServeCall must be safe for concurrent use.
+// own rc when it is an *Error (Lua: false, rc, message).  Calls run
+// concurrently (see Serve): ServeCall must be safe for concurrent use, and
+// may block without delaying other calls.
 //
 // ctx is cancelled when the caller gives up (its call timed out or its
 // request went away; context.Cause is then ErrCallerGone) and when the
@@ -85,35 +86,52 @@ var ErrCallerGone = errors.New("nffi: the caller gave up waiting")
 // runtime was unloaded while the call ran.
 var ErrUnloaded = errors.New("nffi: the runtime was unloaded")
 
-// how many tasks Serve takes from the queue at once
-const serveBatch = 64
+// Serve keeps this many pollers waiting for tasks: one of them takes the
+// next task while another is busy with a call (a call that blocks never
+// leaves the queue without a poller), and more would only wait.
+const idlePollers = 2
 
 // how often Serve looks whether callers of running calls gave up
 const cancelCheckInterval = 20 * time.Millisecond
 
-// Serve answers the tasks of q with h, each in its own goroutine, until
-// the runtime is unloaded.  Then it cancels the context of calls still
-// running, waits until they are answered, closes h if it is an io.Closer,
-// and returns.  A panic in h is recovered and answered with RCPanic.
+// Serve answers the tasks of q with h until the runtime is unloaded.  Then
+// it cancels the context of calls still running, waits until they are
+// answered, closes h if it is an io.Closer, and returns.  A panic in h is
+// recovered and answered with RCPanic.
+//
+// Calls run on a pool of poller goroutines, each of which takes a task
+// and runs the handler itself, with no hand-off to another goroutine:
+// when a poller takes a task and no other poller is left waiting for the
+// next one, it starts another poller first, so that a handler that blocks
+// delays no other call.  Pollers beyond idlePollers that find themselves
+// idle end.
 func Serve(q Queue, h Handler) {
-	serveQueue(newCgoQueue(q, serveBatch), h)
+	serveQueue(cgoQueue{q: q}, h)
 }
 
 // queue is what Serve needs of a task queue.  cgoQueue (abi.go) is the
 // ABI; the unit tests use a queue in memory.  Nothing else in this file
 // calls into the module.
 type queue interface {
-	// pollBatch waits for tasks and returns up to a batch of them, or nil
-	// once the runtime is unloaded and every queued task was taken.  The
-	// slice is the queue's: it is valid until the next pollBatch.
-	pollBatch() []task
-	// close frees the queue's memory, once pollBatch has returned nil.
+	// taker makes what one poller takes tasks with.
+	taker() taker
+	// close frees the queue's memory, once every taker was released.
 	close()
 	// log writes msg to the nginx error log.
 	log(level Level, msg string)
 }
 
-// task is one call taken from a queue: *Task on the ABI.
+// taker takes tasks for one poller goroutine.
+type taker interface {
+	// take waits for a task and returns it, or nil once the runtime is
+	// unloaded and every queued task was taken, and at once from then on.
+	// Several takers of one queue take at the same time.
+	take() task
+	// release frees the taker; it is not used again.
+	release()
+}
+
+// task is one call taken from a queue: *takenTask on the ABI.
 type task interface {
 	Method() string
 	Request() []byte
@@ -123,27 +141,64 @@ type task interface {
 
 func serveQueue(q queue, h Handler) {
 	s := &server{q: q, handler: h, watched: map[*callContext]struct{}{}}
-	var cancel context.CancelCauseFunc
-	s.ctx, cancel = context.WithCancelCause(context.Background())
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 
-	for {
-		tasks := q.pollBatch()
-		if tasks == nil {
-			break
-		}
-		for _, t := range tasks {
-			s.calls.Add(1)
-			go s.serve(t)
-		}
+	s.idle.Store(idlePollers)
+	s.pollers.Add(idlePollers)
+	for range idlePollers {
+		go s.poll()
 	}
+	s.pollers.Wait()
 	q.close()
-
-	cancel(ErrUnloaded)
-	s.calls.Wait()
 
 	if c, ok := h.(io.Closer); ok {
 		s.closeHandler(c)
 	}
+}
+
+// poll is a poller: it takes tasks and serves them, one at a time, until
+// the queue ends or enough other pollers wait.
+func (s *server) poll() {
+	tk := s.q.taker()
+	// also when a handler ends the goroutine (runtime.Goexit): the pool
+	// has one poller less, and was given another when this one took the
+	// task if none was left waiting
+	defer func() {
+		tk.release()
+		s.pollers.Done()
+	}()
+
+	for {
+		t := tk.take()
+		if t == nil {
+			// every task was taken: calls still running end early
+			s.cancel(ErrUnloaded)
+			return
+		}
+		if s.idle.Add(-1) == 0 {
+			s.startPoller()
+		}
+		if surplus := s.serve(t); surplus {
+			return
+		}
+	}
+}
+
+// backToIdle counts a poller whose handler returned as idle again, unless
+// enough others are: then it tells the poller to end.  It runs before the
+// answer is sent, so that the caller's next call finds the poller counted.
+func (s *server) backToIdle() (surplus bool) {
+	if s.idle.Add(1) > idlePollers {
+		s.idle.Add(-1)
+		return true
+	}
+	return false
+}
+
+func (s *server) startPoller() {
+	s.idle.Add(1)
+	s.pollers.Add(1)
+	go s.poll()
 }
 
 // closeHandler runs the handler's Close; a panic there is logged, never
@@ -167,7 +222,10 @@ type server struct {
 	q       queue
 	handler Handler
 	ctx     context.Context
-	calls   sync.WaitGroup
+	cancel  context.CancelCauseFunc
+
+	pollers sync.WaitGroup // running
+	idle    atomic.Int32   // waiting for a task, or about to
 
 	// contexts whose Done or Err was asked for, and so whose task's
 	// "cancelled" flag is looked at every cancelCheckInterval
@@ -176,9 +234,8 @@ type server struct {
 	watching bool
 }
 
-func (s *server) serve(t task) {
-	defer s.calls.Done()
-
+// serve runs the call of t and answers it; see backToIdle for surplus.
+func (s *server) serve(t task) (surplus bool) {
 	ctx := &callContext{server: s, task: t}
 	answered := false
 
@@ -196,13 +253,13 @@ func (s *server) serve(t task) {
 	answered = true
 	s.unwatch(ctx)
 
-	if err == nil {
-		t.Respond(0, rsp)
-		return
+	rc := 0
+	if err != nil {
+		rc, rsp = s.errorAnswer(method, err)
 	}
-
-	rc, msg := s.errorAnswer(method, err)
-	t.Respond(rc, msg)
+	surplus = s.backToIdle()
+	t.Respond(rc, rsp)
+	return surplus
 }
 
 // errorAnswer turns a handler's error into an answer.  The error is the

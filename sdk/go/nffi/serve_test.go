@@ -15,10 +15,10 @@ import (
 )
 
 // These tests run serveQueue, the code behind Serve, on fakeQueue: the
-// batching, the goroutine per call, the context of a call and the answers
-// to broken handlers.  Each test's cleanup checks that the queue was used
-// by its rules: polled until its end and not after, closed once, no task
-// used after its answer.
+// pool of pollers, the context of a call and the answers to broken
+// handlers.  Each test's cleanup checks that the queue was used by its
+// rules: polled until its end, closed once after every taker was
+// released, no task used after its answer.
 
 // closingHandler is a Handler that is an io.Closer.
 type closingHandler struct {
@@ -30,16 +30,16 @@ func (h closingHandler) Close() error {
 	return h.close()
 }
 
-// Every task of a batch is served, in a goroutine of its own, and answered
-// exactly once; the queued tasks are drained after unload, and then Serve
+// Every task is served and answered exactly once, all at once when they
+// all block; the queued tasks are drained after unload, and then Serve
 // returns.  Calls that never look at ctx never have their task's
 // "cancelled" flag read.
-func TestServeBatch(t *testing.T) {
+func TestServeAll(t *testing.T) {
 	const n = 200
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 
 	// every handler waits until all n run at once: calls served one after
-	// the other, or one batch after the other, never get there
+	// the other, or by a fixed number of pollers, never get there
 	var running sync.WaitGroup
 	running.Add(n)
 	h := HandlerFunc(func(_ context.Context, method string, req []byte) ([]byte, error) {
@@ -71,15 +71,15 @@ func TestServeBatch(t *testing.T) {
 				"never used ctx", i, task.cancelledCalls)
 		}
 	}
-	if want := []int{64, 64, 64, 8}; !slices.Equal(q.batches, want) {
-		t.Errorf("batches %v, want %v", q.batches, want)
+	if q.takers < n {
+		t.Errorf("%d pollers served %d calls that all ran at once", q.takers, n)
 	}
 }
 
 // A call whose caller gave up gets its ctx cancelled with ErrCallerGone;
 // another call watched at the same time is left alone.
 func TestServeCallerGone(t *testing.T) {
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 	started := make(chan string, 2)
 	release := make(chan struct{})
 	h := Methods{
@@ -138,7 +138,7 @@ func TestServeCallerGone(t *testing.T) {
 // ErrUnloaded, waits for their answers, then closes the handler, then
 // returns.
 func TestServeUnload(t *testing.T) {
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 	started := make(chan struct{})
 	h := closingHandler{
 		Handler: HandlerFunc(func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
@@ -178,7 +178,7 @@ func TestServeUnload(t *testing.T) {
 // A panic (or runtime.Goexit) in a handler is answered with RCPanic and
 // its message; a panic's stack goes to the log at LevelErr.
 func TestServePanics(t *testing.T) {
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 	h := Methods{
 		"panic": func(context.Context, []byte) ([]byte, error) {
 			panic("boom")
@@ -216,7 +216,7 @@ func (panickyErrorAnswer) Error() string { panic("no message today") }
 // A broken error (a typed nil *Error, an Error method that panics) is
 // answered with RCPanic.
 func TestServeBrokenErrors(t *testing.T) {
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 	h := Methods{
 		"typed-nil": func(context.Context, []byte) ([]byte, error) {
 			var e *Error
@@ -243,7 +243,7 @@ func TestServeBrokenErrors(t *testing.T) {
 
 // Methods answers a method it has no function for with 404.
 func TestServeUnknownMethod(t *testing.T) {
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 	q.serve(t, Methods{"up": func(context.Context, []byte) ([]byte, error) {
 		return []byte("up"), nil
 	}})
@@ -262,7 +262,7 @@ func TestServeUnknownMethod(t *testing.T) {
 // The answers of docs/go.md's table: nil and empty stay apart, an *Error
 // (also wrapped) gives its rc, other errors RCError.
 func TestServeAnswers(t *testing.T) {
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 	q.serve(t, Methods{
 		"echo":  func(_ context.Context, req []byte) ([]byte, error) { return req, nil },
 		"nil":   func(context.Context, []byte) ([]byte, error) { return nil, nil },
@@ -308,10 +308,10 @@ func TestServeAnswers(t *testing.T) {
 	}
 }
 
-// A call that blocks delays no other call: not one of its batch, not one
-// polled later.
+// A call that blocks delays no other call: not one queued with it, not
+// one queued later.
 func TestServeSlowCallDoesNotDelayOthers(t *testing.T) {
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 	started := make(chan struct{})
 	release := make(chan struct{})
 	h := Methods{
@@ -334,12 +334,6 @@ func TestServeSlowCallDoesNotDelayOthers(t *testing.T) {
 	if slow.isAnswered() {
 		t.Fatal("the slow call was answered before it was released")
 	}
-	q.mu.Lock()
-	first := q.batches[0]
-	q.mu.Unlock()
-	if first != 2 {
-		t.Errorf("the first batch had %d tasks, want slow and fast1", first)
-	}
 
 	close(release)
 	q.waitAnswered(t, slow)
@@ -353,7 +347,7 @@ func TestServeSlowCallDoesNotDelayOthers(t *testing.T) {
 // A goroutine that the handler left behind may use ctx after the answer:
 // it is cancelled already, and the task is not looked at again.
 func TestServeContextAfterAnswer(t *testing.T) {
-	q := newFakeQueue(64)
+	q := newFakeQueue()
 	later := make(chan struct{})
 	result := make(chan error, 1)
 	q.serve(t, HandlerFunc(func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
@@ -400,7 +394,7 @@ func TestServeCloseFails(t *testing.T) {
 			LevelErr, "nffi: closing the handler panicked: close boom"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			q := newFakeQueue(64)
+			q := newFakeQueue()
 			done := q.serve(t, closingHandler{
 				Handler: HandlerFunc(func(context.Context, string, []byte) ([]byte, error) {
 					return nil, nil
@@ -414,4 +408,118 @@ func TestServeCloseFails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// live is the number of pollers running: takers made and not released.
+// q.mu is held.
+func (q *fakeQueue) live() int {
+	return q.takers - q.released
+}
+
+// Calls one after the other are served by the pollers that Serve starts
+// with: none is started per call, and idlePollers wait between calls.
+func TestServeSequentialCallsStartNoPoller(t *testing.T) {
+	q := newFakeQueue()
+	q.serve(t, Methods{"echo": func(_ context.Context, req []byte) ([]byte, error) {
+		return req, nil
+	}})
+	for i := range 100 {
+		task := q.push("echo", []byte(fmt.Sprint(i)))
+		q.waitAnswered(t, task)
+		if a := task.answer(t); a.rc != 0 || string(a.data) != fmt.Sprint(i) {
+			t.Fatalf("call %d answered %d %q", i, a.rc, a.data)
+		}
+	}
+	q.waitFor(t, "the pollers to wait", func() bool {
+		return q.waiting == idlePollers
+	})
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.takers != idlePollers {
+		t.Errorf("100 sequential calls made %d pollers, want %d", q.takers,
+			idlePollers)
+	}
+}
+
+// However many calls block, a poller waits for the next task, and a fast
+// call is answered at once; once they end, the surplus pollers end too.
+func TestServeBlockedCallsLeaveAPollerWaiting(t *testing.T) {
+	const blocked = 5
+	q := newFakeQueue()
+	started := make(chan struct{}, blocked)
+	release := make(chan struct{})
+	q.serve(t, Methods{
+		"block": func(context.Context, []byte) ([]byte, error) {
+			started <- struct{}{}
+			<-release
+			return []byte("block"), nil
+		},
+		"fast": func(context.Context, []byte) ([]byte, error) {
+			return []byte("fast"), nil
+		},
+	})
+
+	var slow []*fakeTask
+	for i := range blocked {
+		slow = append(slow, q.push("block", nil))
+		wait(t, started, "a blocking call to start")
+		q.waitFor(t, "a poller to wait", func() bool { return q.waiting > 0 })
+
+		fast := q.push("fast", nil)
+		q.waitAnswered(t, fast)
+		if a := fast.answer(t); a.rc != 0 || string(a.data) != "fast" {
+			t.Fatalf("fast call with %d blocked answered %d %q", i+1, a.rc,
+				a.data)
+		}
+	}
+	for _, task := range slow {
+		if task.isAnswered() {
+			t.Fatal("a blocked call was answered before it was released")
+		}
+	}
+
+	close(release)
+	q.waitAnswered(t, slow...)
+	q.waitFor(t, "the pool to shrink", func() bool {
+		return q.live() == idlePollers && q.waiting == idlePollers
+	})
+}
+
+// A handler that ends its goroutine takes a poller with it, and the pool
+// still serves a call that blocks and a fast one at the same time.
+func TestServeGoexitLeavesThePoolServing(t *testing.T) {
+	q := newFakeQueue()
+	started := make(chan struct{})
+	release := make(chan struct{})
+	q.serve(t, Methods{
+		"goexit": func(context.Context, []byte) ([]byte, error) {
+			runtime.Goexit()
+			return nil, nil
+		},
+		"block": func(context.Context, []byte) ([]byte, error) {
+			close(started)
+			<-release
+			return []byte("block"), nil
+		},
+		"fast": func(context.Context, []byte) ([]byte, error) {
+			return []byte("fast"), nil
+		},
+	})
+	for range idlePollers + 1 {
+		task := q.push("goexit", nil)
+		q.waitAnswered(t, task)
+		if a := task.answer(t); a.rc != RCPanic {
+			t.Fatalf("goexit answered %d %q", a.rc, a.data)
+		}
+	}
+
+	slow := q.push("block", nil)
+	wait(t, started, "the blocking call to start")
+	fast := q.push("fast", nil)
+	q.waitAnswered(t, fast)
+	if slow.isAnswered() {
+		t.Fatal("the blocked call was answered before it was released")
+	}
+	close(release)
+	q.waitAnswered(t, slow)
 }
