@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: BSD-2-Clause
 
-module lua-resty-nonblocking-ffi/examples/go
+module github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/examples/go
 
 go 1.26.0
 
 require (
 	go.etcd.io/etcd/client/v3 v3.7.3
 	go.uber.org/zap v1.27.1
-	lua-resty-nonblocking-ffi/sdk/go v0.0.0
+	github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/sdk/go v0.0.0
 )
 
 require (
@@ -27,4 +27,4 @@ require (
 	google.golang.org/protobuf v1.36.11 // indirect
 )
 
-replace lua-resty-nonblocking-ffi/sdk/go => ../../sdk/go
+replace github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/sdk/go => ../../sdk/go

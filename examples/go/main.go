@@ -16,10 +16,10 @@
 package main
 
 import (
-	"lua-resty-nonblocking-ffi/examples/go/echo"
-	"lua-resty-nonblocking-ffi/examples/go/etcd"
-	"lua-resty-nonblocking-ffi/examples/go/selftest"
-	"lua-resty-nonblocking-ffi/sdk/go/nffi"
+	"github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/examples/go/echo"
+	"github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/examples/go/etcd"
+	"github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/examples/go/selftest"
+	"github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/sdk/go/nffi"
 )
 
 func init() {

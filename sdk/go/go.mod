@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSD-2-Clause
 
-module lua-resty-nonblocking-ffi/sdk/go
+module github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/sdk/go
 
 go 1.22

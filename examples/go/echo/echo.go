@@ -13,7 +13,7 @@ package echo
 import (
 	"context"
 
-	"lua-resty-nonblocking-ffi/sdk/go/nffi"
+	"github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/sdk/go/nffi"
 )
 
 // New is the Factory of the echo handler.

@@ -39,7 +39,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"lua-resty-nonblocking-ffi/sdk/go/nffi"
+	"github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/sdk/go/nffi"
 )
 
 // RCEtcd is the rc of calls that etcd failed; bad requests get RCBadRequest.

@@ -35,7 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"lua-resty-nonblocking-ffi/sdk/go/nffi"
+	"github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/sdk/go/nffi"
 )
 
 // runtimes started in this process: it outlives runtime:__unload(), as

@@ -16,7 +16,7 @@
 //
 //	package main
 //
-//	import "lua-resty-nonblocking-ffi/sdk/go/nffi"
+//	import "github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi/sdk/go/nffi"
 //
 //	func init() {
 //		nffi.Register("echo", func(cfg string) (nffi.Handler, error) {
