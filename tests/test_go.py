@@ -108,6 +108,24 @@ def test_concurrent_calls_answered_out_of_order(nginx, golib):
     assert [b.strip() for b in bodies] == ["200"] * 6
 
 
+def test_method_names_a_handler_keeps_stay_intact(nginx, golib):
+    srv = nginx(server=location("/t", go(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
+        show(rt:remember_first())
+        show(rt:remember_first())
+        -- the module reuses the request buffers of those calls (tasks are
+        -- pooled, 64 to a slab), large ones are freed
+        for i = 1, 300 do
+            assert(rt:echo(string.rep("z", i % 2 == 0 and 100 or 100000)))
+        end
+        show(rt:remember_second())
+        show(rt:recall())
+    """, golib)))
+    assert srv.get("/t").splitlines() == [
+        "true nil", "true nil", "true nil",
+        "true 'remember_first remember_first remember_second'"]
+
+
 def test_blocking_calls_delay_no_other_call(nginx, golib):
     """Handlers run on Serve's pollers, with no hand-off: calls that block
     (more of them than pollers wait, than CPUs) leave a poller for the

@@ -21,6 +21,7 @@
 //	getenv   the value of a variable as Go sees it, nil when unset
 //	log      writes the request to the nginx error log at [notice]
 //	stats    JSON: inits of this handler in this process, pid, Go version
+//	remember_NAME  keeps its method name; recall: the names kept, in order
 package selftest
 
 import (
@@ -32,6 +33,8 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,7 +55,7 @@ func New(cfg string) (nffi.Handler, error) {
 	}
 	n := inits.Add(1)
 
-	return nffi.Methods{
+	methods := nffi.Methods{
 		"echo": func(_ context.Context, req []byte) ([]byte, error) {
 			return req, nil
 		},
@@ -89,7 +92,26 @@ func New(cfg string) (nffi.Handler, error) {
 				"go": runtime.Version(),
 			})
 		},
-	}, nil
+	}
+
+	// remember_*: the method names a handler kept, as recall lists them
+	// (a name must stay intact after its call was answered)
+	var mu sync.Mutex
+	var kept []string
+	return nffi.HandlerFunc(func(ctx context.Context, method string, req []byte) ([]byte, error) {
+		switch {
+		case strings.HasPrefix(method, "remember_"):
+			mu.Lock()
+			kept = append(kept, method)
+			mu.Unlock()
+			return nil, nil
+		case method == "recall":
+			mu.Lock()
+			defer mu.Unlock()
+			return []byte(strings.Join(kept, " ")), nil
+		}
+		return methods.ServeCall(ctx, method, req)
+	}), nil
 }
 
 func sleep(ctx context.Context, req []byte) ([]byte, error) {

@@ -76,6 +76,7 @@ import "C"
 
 import (
 	"math"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 )
@@ -158,7 +159,9 @@ func (c *cgoTaker) take() task {
 	if m := c.taken.method; m != nil {
 		name := unsafe.String((*byte)(unsafe.Pointer(m)), int(c.taken.method_len))
 		if name != c.method {
-			c.method = string(name) // a copy: the C memory goes with the task
+			// a copy (string(name) would not be one): the C memory goes
+			// with the task
+			c.method = strings.Clone(name)
 		}
 		t.method = c.method
 	}
