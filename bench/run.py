@@ -14,6 +14,7 @@ language (a worker's resident memory with that runtime loaded).
 """
 
 import argparse
+import http.client
 import datetime
 import json
 import os
@@ -210,7 +211,8 @@ class Bench:
     def checked_get(self, path):
         try:
             return self.get(path)
-        except urllib.error.HTTPError as e:
+        except (urllib.error.URLError, http.client.HTTPException) as e:
+            # an error page, or a worker that died under the request
             with open(self.error_log) as f:
                 sys.exit("bench: %s failed (%s)\n%s"
                          % (path, e, f.read()[-3000:]))
