@@ -183,8 +183,13 @@ test-unit:
 test-integration: all
 	$(PYTEST) -q -rs tests
 
+# valgrind runs one thread at a time: a test per core (pytest-xdist,
+# Debian's python3-pytest-xdist; sequential without it)
+MEMCHECK_JOBS = $(shell /usr/bin/python3 -c 'import xdist' 2>/dev/null \
+                  && printf '%s' '-n 2')
+
 test-memcheck: deps all parts
-	NFFI_MEMCHECK=1 $(PYTEST) -q -rs tests
+	NFFI_MEMCHECK=1 $(PYTEST) -q -rs $(MEMCHECK_JOBS) tests
 
 bench: deps all parts $(BUILD)/echo_server
 	python3 bench/run.py

@@ -14,7 +14,7 @@ set -euo pipefail
 packages=(
     nginx libnginx-mod-http-lua lua-resty-core nginx-dev
     build-essential libpcre2-dev libssl-dev zlib1g-dev
-    python3 python3-dev python3-venv python3-pytest mypy
+    python3 python3-dev python3-venv python3-pytest python3-pytest-xdist mypy
     redis-server etcd-server
     wrk valgrind strace curl clang
     debhelper dpkg-dev lintian luarocks

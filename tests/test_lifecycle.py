@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from conftest import location
-from harness import (MEMCHECK, TEST_RUNTIME, check_signals_reach_nginx,
-                     wait_for)
+from harness import (MEMCHECK, SLOW, TEST_RUNTIME,
+                     check_signals_reach_nginx, wait_for)
 
 needs_master = pytest.mark.skipif(
     MEMCHECK, reason="memcheck runs nginx with master_process off")
@@ -31,7 +31,7 @@ def pending_location(cfg):
 
 
 def wait_pending(srv, count):
-    wait_for(lambda: int(srv.get("/pending")) == count, 10,
+    wait_for(lambda: int(srv.get("/pending")) == count, 10 * SLOW,
              "%d calls in flight" % count)
 
 
@@ -40,7 +40,7 @@ def results(srv, count):
     def ready():
         lines = srv.get("/results").splitlines()
         return lines if len(lines) >= count else None
-    return sorted(wait_for(ready, 10, "%d results" % count))
+    return sorted(wait_for(ready, 10 * SLOW, "%d results" % count))
 
 
 def test_calls_from_phases_that_cannot_yield(nginx):
@@ -106,17 +106,18 @@ def test_rewrite_and_access_phases_can_call(nginx):
 
 
 def test_client_abort_mid_call(nginx):
+    # each call lasts until all ten are in flight, also under valgrind
     slow = location("/slow", r"""
         local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
-        local ok, res = rt:delay("300")
+        local ok, res = rt:delay("%d")
         ngx.shared.results:set("finished", "yes")
         ngx.say(res)
-    """, extra="lua_check_client_abort on;")
+    """ % (300 * SLOW), extra="lua_check_client_abort on;")
     srv = nginx(server=slow + pending_location("threads=2")
                 + location("/t", r"""
         local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=2"))
         -- all of the aborted calls got their (late) answers
-        local deadline = ngx.now() + 10
+        local deadline = ngx.now() + %d
         while rt:__pending() > 0 and ngx.now() < deadline do
             ngx.sleep(0.01)
             ngx.update_time()
@@ -131,7 +132,7 @@ def test_client_abort_mid_call(nginx):
             if ok and res == "call " .. i then right = right + 1 end
         end
         show(rt:__pending(), right, rt:echo("still fine"))
-    """) + RESULTS)
+    """ % (10 * SLOW)) + RESULTS)
     for i in range(10):
         s = socket.create_connection(("127.0.0.1", srv.port))
         s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")

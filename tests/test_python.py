@@ -1210,7 +1210,8 @@ def test_hup_reload_with_the_interpreter_loaded(pynginx):
     caller = threading.Thread(target=slow_call)
     caller.start()
     # the slow call is in the old worker when the HUP comes
-    wait_for(lambda: srv.get("/pending").strip() == "1", 10, "the slow call")
+    wait_for(lambda: srv.get("/pending").strip() == "1", 10 * SLOW,
+             "the slow call")
     srv.signal(signal.SIGHUP)
     new_pid = wait_for(
         lambda: (lambda pid: pid if pid != old_pid else None)(

@@ -322,7 +322,8 @@ def test_grpc_server_going_away_mid_call(nginx, rslib, grpc_server):
     got = []
     caller = threading.Thread(target=lambda: got.append(srv.get("/slow")))
     caller.start()
-    wait_for(lambda: server.lines("sleep 60000"), 10, "the call to arrive")
+    wait_for(lambda: server.lines("sleep 60000"), 10 * SLOW,
+             "the call to arrive")
     server.kill()
     caller.join(30 * SLOW)
     assert got, "the call did not end when the server went away"
