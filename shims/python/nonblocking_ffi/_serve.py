@@ -129,14 +129,17 @@ class _Spinner:
 
     def wait(self):
         if self.budget and _spin_until_readable(self.fd, self.budget):
-            self.budget = min(self.spin, self.budget * 2 + 1)
+            self._grow()
             return True
         self.budget //= 2
         return False
 
     def slept(self, seconds):
         if seconds < SHORT_SLEEP:
-            self.budget = min(self.spin, self.budget * 2 + 1)
+            self._grow()
+
+    def _grow(self):
+        self.budget = min(self.spin, self.budget * 2 + 1)
 
 
 class _SpinningSelector(selectors.DefaultSelector):
