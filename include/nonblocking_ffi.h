@@ -38,7 +38,7 @@ extern "C" {
 
 
 /* the ABI described by this header; see ..._abi_version() */
-#define NONBLOCKING_FFI_ABI_VERSION  3
+#define NONBLOCKING_FFI_ABI_VERSION  4
 
 
 /*
@@ -237,6 +237,104 @@ int ngx_http_lua_nonblocking_ffi_queue_fd(void *tq);
  * version 3.
  */
 int ngx_http_lua_nonblocking_ffi_task_take(void *tq, void **tasks, int max);
+
+
+/*
+ * Streams (since ABI version 4).  Lua opens a stream with
+ * runtime:__stream(method, req, opts): the runtime takes its task as any
+ * other, reads req with ..._get_req(), then may send the answer in chunks
+ * before its final ..._respond(), and read the chunks Lua writes after req.
+ * ..._task_is_stream() tells the two kinds of task apart; a stream task
+ * answered with ..._respond() alone is a stream of one chunk.
+ *
+ * Flow control: each direction holds at most a window of bytes (opts.window
+ * in Lua, 1 MB by default) sent and not yet read by the other side.  A
+ * chunk that would pass it waits (blocking forms) or is refused with
+ * NONBLOCKING_FFI_STREAM_AGAIN (non-blocking forms); a chunk larger than
+ * the window passes alone, when nothing else is unread.
+ *
+ * When the Lua side gives up (timeout, client gone, stream:close(), the
+ * stream collected), every later send or read fails at once with
+ * NONBLOCKING_FFI_STREAM_CLOSED, and a thread waiting in one is woken.  The
+ * task must still be answered with ..._respond() (the answer is dropped).
+ *
+ * All the stream functions may be called from any thread, as long as the
+ * calls on one task happen before its ..._respond() (after it, the task
+ * must not be used).  One thread at a time may read a task's stream and
+ * one at a time may send on it.
+ */
+
+/* results of the stream functions */
+#define NONBLOCKING_FFI_STREAM_OK          0
+#define NONBLOCKING_FFI_STREAM_END         1   /* read: Lua wrote no more */
+#define NONBLOCKING_FFI_STREAM_AGAIN     (-1)  /* non-blocking: wait on fd */
+#define NONBLOCKING_FFI_STREAM_CLOSED    (-2)  /* the Lua side gave up */
+#define NONBLOCKING_FFI_STREAM_ERROR     (-3)  /* misuse, logged as [alert] */
+
+
+/* 1 when the task came from runtime:__stream(), else 0.  Since ABI 4. */
+int ngx_http_lua_nonblocking_ffi_task_is_stream(void *tsk);
+
+
+/*
+ * Sends a chunk of the answer, before the final ..._respond() (whose rsp,
+ * if any, is the last chunk when rc is 0).  chunk is NULL (nothing is sent)
+ * or memory from malloc(), which the module owns from this call on, also
+ * when it fails; len counts its bytes (binary-safe), 0 with a non-NULL
+ * chunk means a NUL-terminated string.  Waits while the window is full.
+ *
+ * Returns NONBLOCKING_FFI_STREAM_OK, ..._CLOSED when the Lua side gave up,
+ * or ..._ERROR when tsk is no stream task waiting for its answer or len is
+ * negative.  Since ABI version 4.
+ */
+int ngx_http_lua_nonblocking_ffi_stream_send(void *tsk, char *chunk,
+    int len);
+
+
+/*
+ * ..._stream_send() that never waits: NONBLOCKING_FFI_STREAM_AGAIN when the
+ * window is full, and then chunk is still the caller's: wait until
+ * ..._stream_fd() is readable, and send it again.  Since ABI version 4.
+ */
+int ngx_http_lua_nonblocking_ffi_stream_try_send(void *tsk, char *chunk,
+    int len);
+
+
+/*
+ * Reads the next chunk Lua wrote with stream:write(), waiting until there
+ * is one: *chunk gets memory from malloc() that the caller owns (free()
+ * it), *len its length (at least 1; a NUL follows it, not counted).
+ *
+ * Returns NONBLOCKING_FFI_STREAM_OK with a chunk, ..._END (with *chunk
+ * NULL) once Lua called stream:close_write() and every chunk was read,
+ * ..._CLOSED when the Lua side gave up, or ..._ERROR on misuse.  Since ABI
+ * version 4.
+ */
+int ngx_http_lua_nonblocking_ffi_stream_read(void *tsk, char **chunk,
+    int *len);
+
+
+/*
+ * ..._stream_read() that never waits: NONBLOCKING_FFI_STREAM_AGAIN when no
+ * chunk is there yet: wait until ..._stream_fd() is readable, and read
+ * again.  Since ABI version 4.
+ */
+int ngx_http_lua_nonblocking_ffi_stream_try_read(void *tsk, char **chunk,
+    int *len);
+
+
+/*
+ * For event-loop runtimes: a file descriptor that becomes readable once
+ * what a ..._try_send() or ..._try_read() of this task returned
+ * NONBLOCKING_FFI_STREAM_AGAIN for may have happened (the window has room,
+ * a chunk or the end came), or the Lua side gave up.  It stays readable
+ * until the next ..._try_send() or ..._try_read() call on the task.
+ * Never read, write or close it; unregister it from the loop before
+ * answering the task: the module closes it when the task is done.  The
+ * same fd for every call on one task; -1 (with errno) on misuse or when
+ * no eventfd can be created.  Since ABI version 4.
+ */
+int ngx_http_lua_nonblocking_ffi_stream_fd(void *tsk);
 
 
 /* --- lua-resty-ffi compatibility: the same functions under its names */

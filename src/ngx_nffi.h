@@ -8,7 +8,8 @@
  *
  *   ngx_nffi_lua.c      what lib/resty/nonblocking_ffi.lua calls, in the
  *                       order of its ffi.cdef: load, post, abandon, release,
- *                       gc, unload, pending, failed, stats, next runtime
+ *                       gc, unload, pending, failed, stream next, write,
+ *                       close write, stats, next runtime
  *   ngx_nffi_module.c   module glue: worker start and exit
  *   ngx_nffi_abi.c      everything include/nonblocking_ffi.h declares, in
  *                       its order: what runtime threads call
@@ -20,6 +21,8 @@
  *                       call, runtime log messages, waking sleeping runtimes
  *   ngx_nffi_task.c     tasks: their pool, lifecycle, request memory and
  *                       answer memory
+ *   ngx_nffi_stream.c   streams: chunks both ways, the window, waking the
+ *                       side that waits
  *   ngx_nffi_signal.c   signal masks and handlers around runtime threads
  *   ngx_nffi_queue.c    the request queue and the lock-free stack (plain C,
  *                       no nginx: tests/unit runs them under TSan)
@@ -48,6 +51,10 @@
 
 #define NGX_NFFI_TASK_MAGIC     0x6e666654  /* "nffT" */
 #define NGX_NFFI_RUNTIME_MAGIC  0x6e666652  /* "nffR" */
+#define NGX_NFFI_CHUNK_MAGIC    0x6e666643  /* "nffC" */
+
+/* opts.window: the default, and the bound of each stream direction */
+#define NGX_NFFI_WINDOW_DEFAULT (1024 * 1024)
 
 /* bounds of opts.spin and opts.loop_spin (README, Lua API) */
 #define NGX_NFFI_SPIN_MAX       100000
@@ -84,6 +91,8 @@
 
 typedef struct ngx_nffi_runtime_s  ngx_nffi_runtime_t;
 typedef struct ngx_nffi_task_s     ngx_nffi_task_t;
+typedef struct ngx_nffi_stream_s   ngx_nffi_stream_t;
+typedef struct ngx_nffi_chunk_s    ngx_nffi_chunk_t;
 
 
 /*
@@ -169,12 +178,94 @@ struct ngx_nffi_task_s {
     int                    req_len;
     /* not a bit beside the references: runtime threads read it */
     int                    has_req;
+
+    /* runtime:__stream() calls only, else NULL */
+    ngx_nffi_stream_t     *stream;
 };
 
 
 /* the task whose node (on a queue or a stack) this is */
 #define ngx_nffi_task_from_node(n)                                            \
     ((ngx_nffi_task_t *) ((u_char *) (n) - offsetof(ngx_nffi_task_t, node)))
+
+
+/*
+ * A chunk of a stream.  Those a runtime sends go on the done stack like
+ * answers, so that one drain delivers a stream's chunks and its answer in
+ * the order they were sent; node and magic sit as in ngx_nffi_task_t, and
+ * the magic tells them apart there.  A ROOM chunk (one per stream, never
+ * freed on its own) tells the main thread that the runtime read what Lua
+ * wrote, so that a write waiting for room in the window may go on.
+ */
+
+#define NGX_NFFI_CHUNK_DATA     0
+#define NGX_NFFI_CHUNK_ROOM     1
+
+struct ngx_nffi_chunk_s {
+    ngx_nffi_node_t        node;
+    unsigned               magic;
+    int                    kind;         /* NGX_NFFI_CHUNK_* */
+    ngx_nffi_task_t       *task;
+    ngx_nffi_chunk_t      *next;         /* in a stream's lists */
+    /*
+     * data and len are read by lib/resty/nonblocking_ffi.lua
+     * (ngx_nffi_chunk_t there): keep both in step
+     */
+    char                  *data;         /* malloc'ed */
+    size_t                 len;
+};
+
+
+/*
+ * A stream: the state both sides of a runtime:__stream() call share.
+ *
+ * Answer chunks (runtime -> Lua) travel on the done stack; the main thread
+ * keeps them in out until Lua reads them.  Request chunks (Lua -> runtime)
+ * wait in in until a runtime thread reads them.  Each direction counts its
+ * unread bytes against the window under the mutex; runtime threads that
+ * wait (for room, or for a chunk) sleep on cond, event-loop runtimes on fd.
+ * A side that waits is woken by the other side's progress: runtime threads
+ * through cond or fd, the Lua side through the task's semaphore, posted
+ * on the main thread once per coroutine waiting (one may read while
+ * another writes).
+ *
+ * closed is set (under the mutex) when the Lua side gives up; from then on
+ * every send and read of the runtime fails at once.
+ */
+
+struct ngx_nffi_stream_s {
+    pthread_mutex_t        mutex;
+    pthread_cond_t         cond;
+    size_t                 window;
+
+    /* under the mutex */
+    size_t                 out_unread;    /* sent, not read by Lua yet */
+    ngx_nffi_chunk_t      *in_head;
+    ngx_nffi_chunk_t      *in_tail;
+    size_t                 in_unread;     /* written, not read by runtime */
+    unsigned               in_ended:1;    /* stream:close_write() */
+    unsigned               lua_wants_room:1;
+    unsigned               room_in_flight:1;
+    unsigned               runtime_wants_room:1;  /* armed by try_send */
+    unsigned               runtime_wants_data:1;  /* armed by try_read */
+    unsigned               fd_signalled:1;
+    int                    runtime_waiting;       /* threads on cond */
+    int                    fd;                    /* -1 until asked */
+    /* written under the mutex on the main thread, which reads it freely */
+    int                    closed;
+
+    /* main thread only */
+    ngx_nffi_chunk_t      *out_head;
+    ngx_nffi_chunk_t      *out_tail;
+    ngx_nffi_chunk_t      *out_read;      /* read by Lua, freed next time */
+    /* a coroutine waits on the task's semaphore to read, or to write */
+    unsigned               lua_reading:1;
+    unsigned               lua_writing:1;
+    ngx_nffi_chunk_t       room;          /* NGX_NFFI_CHUNK_ROOM */
+    ngx_queue_t            open;          /* in the worker's open streams */
+    /* closes the stream when the request that opened it ends */
+    ngx_pool_cleanup_t    *cleanup;
+};
 
 
 struct ngx_nffi_runtime_s {
@@ -187,6 +278,9 @@ struct ngx_nffi_runtime_s {
 
     /* event-loop rounds to poll for answers after a call (opts.loop_spin) */
     ngx_uint_t             loop_spin;
+
+    /* the default window of its streams (opts.window) */
+    size_t                 window;
 
     unsigned               loaded:1;     /* init returned 0, not unloaded */
     unsigned               failed:1;     /* init returned non-zero */
@@ -269,7 +363,7 @@ void ngx_nffi_worker_start(ngx_cycle_t *cycle);
 /* ngx_nffi_runtime.c */
 ngx_nffi_runtime_t *ngx_nffi_runtime_load(const char *lib, const char *cfg,
     int is_global, ngx_uint_t max_queue, int spin, ngx_uint_t loop_spin,
-    u_char *err, size_t *errlen);
+    size_t window, u_char *err, size_t *errlen);
 ngx_nffi_runtime_t *ngx_nffi_runtime_of(void *p);
 void ngx_nffi_runtime_post(ngx_nffi_runtime_t *rt, ngx_nffi_task_t *t);
 void ngx_nffi_runtime_failed(ngx_nffi_runtime_t *rt, ngx_uint_t failure);
@@ -280,7 +374,7 @@ void ngx_nffi_runtime_unload_all(void);
 /* ngx_nffi_event.c */
 ngx_int_t ngx_nffi_event_init(ngx_cycle_t *cycle);
 void ngx_nffi_event_done(void);
-void ngx_nffi_event_push_done(ngx_nffi_task_t *t);
+void ngx_nffi_event_push_done(ngx_nffi_node_t *node);
 void ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt);
 void ngx_nffi_event_expect_answer(ngx_uint_t loop_spin);
 void ngx_nffi_event_loop_spin_max(ngx_uint_t loop_spin);
@@ -292,10 +386,31 @@ ngx_int_t ngx_nffi_task_set_request(ngx_nffi_task_t *t, const char *method,
     size_t method_len, const char *req, size_t req_len);
 ngx_nffi_task_t *ngx_nffi_task_of(void *tsk);
 void ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ns);
+ngx_int_t ngx_nffi_task_attach_request(ngx_nffi_task_t *t, ngx_pool_t *pool);
+void ngx_nffi_task_cancel(ngx_nffi_task_t *t);
 void ngx_nffi_task_release_lua(ngx_nffi_task_t *t, ngx_uint_t cancel);
 void ngx_nffi_task_free(ngx_nffi_task_t *t);
 void ngx_nffi_task_free_read_answers(ngx_nffi_runtime_t *rt);
 void ngx_nffi_task_release_semaphores(void);
+
+/* ngx_nffi_stream.c */
+ngx_int_t ngx_nffi_stream_open(ngx_nffi_task_t *t, size_t window);
+ngx_nffi_chunk_t *ngx_nffi_stream_chunk_of(ngx_nffi_node_t *node);
+void ngx_nffi_stream_deliver(ngx_nffi_chunk_t *c);
+void ngx_nffi_stream_answered(ngx_nffi_task_t *t);
+ngx_nffi_chunk_t *ngx_nffi_stream_next(ngx_nffi_task_t *t, int *state);
+int ngx_nffi_stream_write(ngx_nffi_task_t *t, const char *data, size_t len);
+void ngx_nffi_stream_close_write(ngx_nffi_task_t *t);
+void ngx_nffi_stream_close(ngx_nffi_task_t *t);
+void ngx_nffi_stream_free(ngx_nffi_task_t *t);
+void ngx_nffi_stream_close_all(void);
+ngx_nffi_chunk_t *ngx_nffi_stream_new_chunk(ngx_nffi_task_t *t, char *data,
+    size_t len);
+int ngx_nffi_stream_send(ngx_nffi_task_t *t, ngx_nffi_chunk_t *c,
+    int wait);
+int ngx_nffi_stream_read(ngx_nffi_task_t *t, char **data, int *len,
+    int wait, ngx_nffi_chunk_t **room);
+int ngx_nffi_stream_fd(ngx_nffi_task_t *t);
 
 /* ngx_nffi_signal.c */
 void ngx_nffi_signal_init(void);

@@ -25,6 +25,9 @@ static void ngx_nffi_abi_trace(const char *fmt, ...);
 #endif
 
 static int ngx_nffi_abi_take(void *tq, void **tasks, int max, int wait);
+static ngx_nffi_task_t *ngx_nffi_abi_stream_task(void *tsk, const char *what);
+static int ngx_nffi_abi_send(void *tsk, char *chunk, int len, int wait);
+static int ngx_nffi_abi_read(void *tsk, char **chunk, int *len, int wait);
 static void ngx_nffi_abi_alert(const char *msg);
 
 
@@ -122,7 +125,7 @@ ngx_http_lua_nonblocking_ffi_respond(void *tsk, int rc, char *rsp,
     ngx_nffi_abi_debug("nonblocking_ffi: task #%ui answered, rc %d, "
                        "%d bytes", t->id, rc, t->rsp_len);
 
-    ngx_nffi_event_push_done(t);
+    ngx_nffi_event_push_done(&t->node);
 }
 
 
@@ -255,6 +258,67 @@ ngx_http_lua_nonblocking_ffi_task_take(void *tq, void **tasks, int max)
 }
 
 
+int
+ngx_http_lua_nonblocking_ffi_task_is_stream(void *tsk)
+{
+    ngx_nffi_task_t  *t;
+
+    t = ngx_nffi_task_of(tsk);
+
+    if (t == NULL) {
+        ngx_nffi_abi_alert("task_is_stream on something that is not a task");
+        return 0;
+    }
+
+    return t->stream != NULL;
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_stream_send(void *tsk, char *chunk, int len)
+{
+    return ngx_nffi_abi_send(tsk, chunk, len, 1);
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_stream_try_send(void *tsk, char *chunk, int len)
+{
+    return ngx_nffi_abi_send(tsk, chunk, len, 0);
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_stream_read(void *tsk, char **chunk, int *len)
+{
+    return ngx_nffi_abi_read(tsk, chunk, len, 1);
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_stream_try_read(void *tsk, char **chunk,
+    int *len)
+{
+    return ngx_nffi_abi_read(tsk, chunk, len, 0);
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_stream_fd(void *tsk)
+{
+    ngx_nffi_task_t  *t;
+
+    t = ngx_nffi_abi_stream_task(tsk, "stream_fd");
+
+    if (t == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+
+    return ngx_nffi_stream_fd(t);
+}
+
+
 /* lua-resty-ffi names */
 
 
@@ -334,6 +398,116 @@ ngx_nffi_abi_take(void *tq, void **tasks, int max, int wait)
     }
 
     return n;
+}
+
+
+/* the task of a stream call that waits for its answer, or NULL (alerted) */
+
+static ngx_nffi_task_t *
+ngx_nffi_abi_stream_task(void *tsk, const char *what)
+{
+    u_char            buf[NGX_MAX_ERROR_STR], *p;
+    ngx_nffi_task_t  *t;
+
+    t = ngx_nffi_task_of(tsk);
+
+    if (t != NULL
+        && __atomic_load_n(&t->state, __ATOMIC_ACQUIRE) == NGX_NFFI_TASK_TAKEN
+        && t->stream != NULL)
+    {
+        return t;
+    }
+
+    p = ngx_snprintf(buf, sizeof(buf),
+                     "%s on something that is not a stream task waiting "
+                     "for its answer%Z", what);
+    (void) p;
+    ngx_nffi_abi_alert((const char *) buf);
+
+    return NULL;
+}
+
+
+static int
+ngx_nffi_abi_send(void *tsk, char *chunk, int len, int wait)
+{
+    int                rc;
+    size_t             n;
+    ngx_nffi_task_t   *t;
+    ngx_nffi_chunk_t  *c;
+
+    t = ngx_nffi_abi_stream_task(tsk, wait ? "stream_send" : "stream_try_send");
+
+    if (t == NULL || len < 0) {
+        if (t) {
+            ngx_nffi_abi_alert("stream_send with a negative length");
+        }
+
+        free(chunk);
+        return NONBLOCKING_FFI_STREAM_ERROR;
+    }
+
+    if (chunk == NULL) {
+        return NONBLOCKING_FFI_STREAM_OK;
+    }
+
+    n = len ? (size_t) len : strlen(chunk);
+
+    if (n == 0) {
+        free(chunk);
+        return NONBLOCKING_FFI_STREAM_OK;
+    }
+
+    c = ngx_nffi_stream_new_chunk(t, chunk, n);
+    if (c == NULL) {
+        ngx_nffi_abi_alert("no memory for a stream chunk, chunk dropped");
+        free(chunk);
+        return NONBLOCKING_FFI_STREAM_ERROR;
+    }
+
+    rc = ngx_nffi_stream_send(t, c, wait);
+
+    if (rc == NONBLOCKING_FFI_STREAM_OK) {
+        ngx_nffi_abi_debug("nonblocking_ffi: task #%ui sent a chunk of %uz "
+                           "bytes", t->id, n);
+        ngx_nffi_event_push_done(&c->node);
+
+    } else if (rc == NONBLOCKING_FFI_STREAM_AGAIN) {
+        /* the chunk stays the caller's, its wrapper goes */
+        free(c);
+    }
+
+    return rc;
+}
+
+
+static int
+ngx_nffi_abi_read(void *tsk, char **chunk, int *len, int wait)
+{
+    int                rc;
+    ngx_nffi_task_t   *t;
+    ngx_nffi_chunk_t  *room;
+
+    t = ngx_nffi_abi_stream_task(tsk, wait ? "stream_read" : "stream_try_read");
+
+    if (t == NULL || chunk == NULL || len == NULL) {
+        if (t) {
+            ngx_nffi_abi_alert("stream_read without room for the chunk");
+        }
+
+        return NONBLOCKING_FFI_STREAM_ERROR;
+    }
+
+    rc = ngx_nffi_stream_read(t, chunk, len, wait, &room);
+
+    if (room) {
+        ngx_nffi_event_push_done(&room->node);
+    }
+
+    ngx_nffi_abi_debug("nonblocking_ffi: task #%ui read a chunk: %d, %d "
+                       "bytes", t->id, rc, *len);
+
+    return rc;
 }
 
 

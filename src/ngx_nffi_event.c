@@ -3,12 +3,12 @@
 /*
  * The bridge from runtime threads back into the worker's event loop.
  *
- * Runtime threads push answered tasks on the done stack (and log messages
- * on a stack of their own) and write the worker's eventfd only when a
- * stack goes from empty to non-empty; the read handler takes everything in
- * one go.  In the other
- * direction, runtimes that sleep are woken once per event-loop iteration by
- * a posted event, however many calls were posted to them in it.
+ * Runtime threads push answered tasks and stream chunks on the done stack
+ * (and log messages on a stack of their own) and write the worker's eventfd
+ * only when a stack goes from empty to non-empty; the read handler takes
+ * everything in one go.  In the other direction, runtimes that sleep are
+ * woken once per event-loop iteration by a posted event, however many
+ * calls were posted to them in it.
  *
  * A sleeping event loop costs a wake-up per answer (tens of microseconds on
  * a VM).  So after a call is posted, the loop polls the done stack for a
@@ -162,10 +162,12 @@ ngx_nffi_event_done(void)
 }
 
 
+/* an answered task, or a stream's chunk */
+
 void
-ngx_nffi_event_push_done(ngx_nffi_task_t *t)
+ngx_nffi_event_push_done(ngx_nffi_node_t *node)
 {
-    if (!ngx_nffi_stack_push(&ngx_nffi_done, &t->node)) {
+    if (!ngx_nffi_stack_push(&ngx_nffi_done, node)) {
         return;
     }
 
@@ -354,9 +356,10 @@ ngx_nffi_event_read_handler(ngx_event_t *ev)
 static ngx_uint_t
 ngx_nffi_event_take_done(void)
 {
-    long long         now_ns;
-    ngx_uint_t        n;
-    ngx_nffi_node_t  *node, *next;
+    long long          now_ns;
+    ngx_uint_t         n;
+    ngx_nffi_node_t   *node, *next;
+    ngx_nffi_chunk_t  *c;
 
     node = ngx_nffi_stack_take_all(&ngx_nffi_done);
 
@@ -378,7 +381,14 @@ ngx_nffi_event_take_done(void)
 
     for (n = 0; node; node = next, n++) {
         next = node->next;
-        ngx_nffi_task_answered(ngx_nffi_task_from_node(node), now_ns);
+        c = ngx_nffi_stream_chunk_of(node);
+
+        if (c) {
+            ngx_nffi_stream_deliver(c);
+
+        } else {
+            ngx_nffi_task_answered(ngx_nffi_task_from_node(node), now_ns);
+        }
     }
 
     return n;

@@ -9,6 +9,8 @@
 
 #include "ngx_nffi.h"
 
+#include <ngx_http.h>
+
 
 /*
  * A runtime's figures for runtime:__stats(); ngx_nffi_lua_stats_t in the
@@ -40,15 +42,22 @@ typedef struct {
 
 ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, size_t lib_len,
     const char *cfg, size_t cfg_len, int is_global, int max_queue, int spin,
-    int loop_spin, u_char *err, size_t *errlen);
+    int loop_spin, int window, u_char *err, size_t *errlen);
 ngx_nffi_task_t *ngx_nffi_lua_post(void *runtime, const char *method,
-    size_t method_len, const char *req, size_t req_len, const char **err);
+    size_t method_len, const char *req, size_t req_len, int window,
+    const char **err);
 int ngx_nffi_lua_abandon(ngx_nffi_task_t *t, int timed_out);
 void ngx_nffi_lua_release(ngx_nffi_task_t *t);
 void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
 void ngx_nffi_lua_unload(void *runtime);
 int ngx_nffi_lua_pending(void *runtime);
 void ngx_nffi_lua_failed(void *runtime, int failure);
+ngx_nffi_chunk_t *ngx_nffi_lua_stream_next(ngx_nffi_task_t *t, int *state);
+int ngx_nffi_lua_stream_attach(ngx_nffi_task_t *t, ngx_http_request_t *r);
+void ngx_nffi_lua_stream_cancel(ngx_nffi_task_t *t, int timed_out);
+int ngx_nffi_lua_stream_write(ngx_nffi_task_t *t, const char *data,
+    size_t len);
+void ngx_nffi_lua_stream_close_write(ngx_nffi_task_t *t);
 int ngx_nffi_lua_stats(void *runtime, ngx_nffi_lua_stats_t *out);
 void *ngx_nffi_lua_next_runtime(void *runtime);
 
@@ -60,7 +69,7 @@ void *ngx_nffi_lua_next_runtime(void *runtime);
 ngx_nffi_runtime_t *
 ngx_nffi_lua_load(const char *lib, size_t lib_len, const char *cfg,
     size_t cfg_len, int is_global, int max_queue, int spin, int loop_spin,
-    u_char *err, size_t *errlen)
+    int window, u_char *err, size_t *errlen)
 {
     ngx_nffi_worker_start((ngx_cycle_t *) ngx_cycle);
 
@@ -100,15 +109,24 @@ ngx_nffi_lua_load(const char *lib, size_t lib_len, const char *cfg,
         return NULL;
     }
 
+    if (window < 1) {
+        ngx_nffi_lua_error("bad opts.window: integer from 1 to %d expected",
+                           NGX_MAX_INT32_VALUE);
+        return NULL;
+    }
+
     return ngx_nffi_runtime_load(lib, cfg, is_global != 0,
                                  (ngx_uint_t) max_queue, spin,
-                                 (ngx_uint_t) loop_spin, err, errlen);
+                                 (ngx_uint_t) loop_spin, (size_t) window,
+                                 err, errlen);
 }
 
 
+/* window 0: an ordinary call; else a stream with that window */
+
 ngx_nffi_task_t *
 ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
-    const char *req, size_t req_len, const char **err)
+    const char *req, size_t req_len, int window, const char **err)
 {
     ngx_nffi_task_t     *t;
     ngx_nffi_runtime_t  *rt;
@@ -144,6 +162,11 @@ ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
         return NULL;
     }
 
+    if (window < 0) {
+        *err = "bad window";
+        return NULL;
+    }
+
     t = ngx_nffi_task_get();
     if (t == NULL) {
         *err = "no memory";
@@ -151,7 +174,8 @@ ngx_nffi_lua_post(void *runtime, const char *method, size_t method_len,
     }
 
     if (ngx_nffi_task_set_request(t, method, method_len, req, req_len)
-        != NGX_OK)
+        != NGX_OK
+        || (window && ngx_nffi_stream_open(t, (size_t) window) != NGX_OK))
     {
         ngx_nffi_task_free(t);
         *err = "no memory";
@@ -241,6 +265,85 @@ ngx_nffi_lua_failed(void *runtime, int failure)
                || failure == NGX_NFFI_FAILURE_CANNOT_YIELD))
     {
         ngx_nffi_runtime_failed(rt, (ngx_uint_t) failure);
+    }
+}
+
+
+/*
+ * stream:read(): the next chunk the runtime sent, or NULL with *state 0
+ * (wait on the task's semaphore, then call again), 1 (the answer is in the
+ * task) or 2 (closed).
+ */
+
+ngx_nffi_chunk_t *
+ngx_nffi_lua_stream_next(ngx_nffi_task_t *t, int *state)
+{
+    if (t == NULL || t->stream == NULL || state == NULL) {
+        if (state) {
+            *state = 2;
+        }
+
+        return NULL;
+    }
+
+    return ngx_nffi_stream_next(t, state);
+}
+
+
+/* the request (or timer) that opened the stream: it closes it at its end */
+
+int
+ngx_nffi_lua_stream_attach(ngx_nffi_task_t *t, ngx_http_request_t *r)
+{
+    if (t == NULL || t->stream == NULL || r == NULL || r->pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_nffi_task_attach_request(t, r->pool);
+}
+
+
+/*
+ * stream:close(), or its overall timeout: the runtime's sends and reads
+ * fail from now on, and every coroutine waiting on the stream is woken.
+ * The caller's reference stays until those coroutines are out of their
+ * wait (ngx_nffi_lua_release() then).
+ */
+
+void
+ngx_nffi_lua_stream_cancel(ngx_nffi_task_t *t, int timed_out)
+{
+    if (t == NULL || t->stream == NULL || !t->lua_ref) {
+        return;
+    }
+
+    if (timed_out && t->runtime_ref) {
+        t->timed_out = 1;
+        ngx_nffi_runtime_failed(t->runtime, NGX_NFFI_FAILURE_TIMEOUT);
+    }
+
+    ngx_nffi_task_cancel(t);
+}
+
+
+/* stream:write(): see ngx_nffi_stream_write() */
+
+int
+ngx_nffi_lua_stream_write(ngx_nffi_task_t *t, const char *data, size_t len)
+{
+    if (t == NULL || t->stream == NULL || (data == NULL && len)) {
+        return -1;
+    }
+
+    return ngx_nffi_stream_write(t, data, len);
+}
+
+
+void
+ngx_nffi_lua_stream_close_write(ngx_nffi_task_t *t)
+{
+    if (t && t->stream) {
+        ngx_nffi_stream_close_write(t);
     }
 }
 

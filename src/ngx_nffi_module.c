@@ -120,6 +120,7 @@ ngx_nffi_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_nffi_stream_close_all();
     ngx_nffi_runtime_unload_all();
 
     /* the log goes with the cycle: runtime threads stop tracing */

@@ -44,8 +44,8 @@ static const char  *ngx_nffi_failure_names[NGX_NFFI_FAILURES_REPORTED] = {
 
 ngx_nffi_runtime_t *
 ngx_nffi_runtime_load(const char *lib, const char *cfg, int is_global,
-    ngx_uint_t max_queue, int spin, ngx_uint_t loop_spin, u_char *err,
-    size_t *errlen)
+    ngx_uint_t max_queue, int spin, ngx_uint_t loop_spin, size_t window,
+    u_char *err, size_t *errlen)
 {
     int                  rc;
     char                *cfg_copy, *reason;
@@ -83,6 +83,7 @@ ngx_nffi_runtime_load(const char *lib, const char *cfg, int is_global,
     if (rt) {
         rt->max_queue = max_queue;
         rt->loop_spin = loop_spin;
+        rt->window = window;
         rt->failed = 0;
 
         ngx_nffi_runtime_pin_module();

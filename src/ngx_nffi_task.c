@@ -52,6 +52,7 @@ static void ngx_nffi_task_reset_semaphore(ngx_nffi_task_t *t);
 static void ngx_nffi_task_keep_buffer(ngx_nffi_task_t *t);
 static void ngx_nffi_task_trim(ngx_event_t *ev);
 static void ngx_nffi_task_discard_answer(ngx_nffi_task_t *t);
+static void ngx_nffi_task_request_done(void *data);
 
 
 static ngx_nffi_slab_t    *ngx_nffi_slabs;
@@ -252,7 +253,13 @@ ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ns)
                    t->lua_ref ? "woken" : "gone");
 
     if (t->lua_ref && !ngx_nffi_worker.exiting) {
-        ngx_nffi_worker.lua.sema_post(t->sem, 1);
+        if (t->stream) {
+            ngx_nffi_stream_answered(t);
+
+        } else {
+            ngx_nffi_worker.lua.sema_post(t->sem, 1);
+        }
+
         return;
     }
 
@@ -270,6 +277,64 @@ ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ns)
 
 
 /*
+ * A stream belongs to the request (or timer) that opened it: when that
+ * ends, even with the stream object not yet collected, the runtime learns
+ * at once that nobody reads any more.  The stream forgets the cleanup when
+ * it closes first (ngx_nffi_stream.c).
+ */
+
+ngx_int_t
+ngx_nffi_task_attach_request(ngx_nffi_task_t *t, ngx_pool_t *pool)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_nffi_task_request_done;
+    cln->data = t;
+    t->stream->cleanup = cln;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_nffi_task_request_done(void *data)
+{
+    ngx_nffi_task_t  *t = data;
+
+    t->stream->cleanup = NULL;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
+                   "nonblocking_ffi: task #%ui: its request ended", t->id);
+
+    ngx_nffi_task_cancel(t);
+}
+
+
+/* nobody waits for the answer any more: the runtime may stop early */
+
+void
+ngx_nffi_task_cancel(ngx_nffi_task_t *t)
+{
+    if (__atomic_exchange_n(&t->cancelled, 1, __ATOMIC_RELEASE)) {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
+                   "nonblocking_ffi: task #%ui given up by its caller",
+                   t->id);
+
+    if (t->stream) {
+        ngx_nffi_stream_close(t);
+    }
+}
+
+
+/*
  * The caller's reference goes: it read the answer, or (cancel) nobody
  * waits for the answer any more.
  */
@@ -278,14 +343,14 @@ void
 ngx_nffi_task_release_lua(ngx_nffi_task_t *t, ngx_uint_t cancel)
 {
     if (cancel) {
-        __atomic_store_n(&t->cancelled, 1, __ATOMIC_RELEASE);
-
-        ngx_log_debug1(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
-                       "nonblocking_ffi: task #%ui given up by its caller",
-                       t->id);
+        ngx_nffi_task_cancel(t);
     }
 
     t->lua_ref = 0;
+
+    if (t->stream) {
+        ngx_nffi_stream_close(t);
+    }
 
     if (!t->runtime_ref) {
         ngx_nffi_task_free(t);
@@ -301,6 +366,10 @@ ngx_nffi_task_free(ngx_nffi_task_t *t)
 
     if (t->rsp) {
         ngx_nffi_task_discard_answer(t);
+    }
+
+    if (t->stream) {
+        ngx_nffi_stream_free(t);
     }
 
     if (t->sem) {

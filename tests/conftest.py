@@ -58,6 +58,19 @@ def location(path, lua, phase="content_by_lua_block", extra=""):
         path, extra, phase, LUA_PRELUDE, lua)
 
 
+# /stats: the test runtime's counters of this worker (its "stats" method)
+STATS = location("/stats", r"""
+    local stats = assert(ngx.load_nonblocking_ffi(RUNTIME, "stats"))
+    local _, text = stats:stats()
+    ngx.say(text)
+""")
+
+
+def counter(srv, name):
+    """One of the test runtime's counters, read through STATS."""
+    return int(srv.get("/stats").split(name + "=")[1].split()[0])
+
+
 @pytest.fixture
 def nginx(tmp_path):
     """Starts nginx servers; stops them and checks their logs afterwards."""

@@ -217,4 +217,4 @@ def test_method_name_and_abi_version_reach_the_runtime(nginx):
         local ok, stats = rt:stats()
         ngx.say(stats:match("abi=%d+"))
     """))
-    assert srv.get("/t").strip() == "abi=3"
+    assert srv.get("/t").strip() == "abi=4"

@@ -3,18 +3,8 @@
 """Runtimes that poll from an event loop of their own: the queue's fd and
 task_take(), alone and beside blocking pollers (tests/runtimes, loops=N)."""
 
-from conftest import location
+from conftest import STATS, counter, location
 from harness import SLOW, wait_for
-
-STATS = location("/stats", r"""
-    local stats = assert(ngx.load_nonblocking_ffi(RUNTIME, "stats"))
-    local _, text = stats:stats()
-    ngx.say(text)
-""")
-
-
-def counter(srv, name):
-    return int(srv.get("/stats").split(name + "=")[1].split()[0])
 
 
 def test_event_loop_answers_binary_and_concurrent_calls(nginx):

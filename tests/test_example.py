@@ -72,3 +72,16 @@ def test_readme_shows_the_example():
     shown = section[section.index("```c\n") + 5:section.index("```\n")]
     # all of it but the license line
     assert shown == example.split("\n", 2)[2]
+
+
+def test_example_count_streams_its_chunks(nginx):
+    srv = nginx(server=location("/t", r"""
+        local rt = assert(ngx.load_nonblocking_ffi(EXAMPLE, "threads=1"))
+        local s = assert(rt:__stream("count", "3"))
+        for i = 1, 4 do show(s:read()) end
+        -- count is a stream method: an ordinary call does not know it
+        show(rt:count("3"))
+    """))
+    assert srv.get("/t").splitlines() == [
+        "'1", "'", "'2", "'", "'3", "'", "nil 0",
+        "false 404 'unknown method count'"]

@@ -9,6 +9,10 @@
  *   rt:error("7")     false, 7, "error 7"
  *   rt:delay("300")   true, "300", after 300 ms, from a thread of its own
  *   rt:other()        false, 404, "unknown method other"
+ *
+ *   local s = rt:__stream("count", "3")   a stream: s:read() gives "1\n",
+ *                                         "2\n", "3\n" 100 ms apart, then
+ *                                         nil, 0
  */
 
 #include <pthread.h>
@@ -52,6 +56,37 @@ example_delay(void *task)
 }
 
 
+/* a stream: chunks sent one by one, the final answer ends it */
+
+static void *
+example_count(void *task)
+{
+    int    i, n;
+    char  *req, text[16];
+
+    req = ngx_http_lua_nonblocking_ffi_get_req(task, NULL);
+    n = req ? atoi(req) : 0;
+
+    for (i = 1; i <= n; i++) {
+        snprintf(text, sizeof(text), "%d\n", i);
+
+        /* waits while Lua has a window's worth unread; fails once Lua
+         * gave up (timeout, client gone, stream closed) */
+        if (ngx_http_lua_nonblocking_ffi_stream_send(task, strdup(text), 0)
+            != NONBLOCKING_FFI_STREAM_OK)
+        {
+            break;
+        }
+
+        nanosleep(&(struct timespec) { 0, 100000000L }, NULL);
+    }
+
+    ngx_http_lua_nonblocking_ffi_respond(task, 0, NULL, 0);
+
+    return NULL;
+}
+
+
 static void
 example_handle(void *task)
 {
@@ -87,8 +122,15 @@ example_handle(void *task)
         snprintf(text, sizeof(text), "error %d", rc);
         example_answer(task, rc, text);
 
-    } else if (strcmp(method, "delay") == 0) {
-        if (pthread_create(&tid, NULL, example_delay, task) == 0) {
+    } else if (strcmp(method, "delay") == 0
+               || (strcmp(method, "count") == 0
+                   && ngx_http_lua_nonblocking_ffi_task_is_stream(task)))
+    {
+        if (pthread_create(&tid, NULL, method[0] == 'd' ? example_delay
+                                                        : example_count,
+                           task)
+            == 0)
+        {
             pthread_detach(tid);
 
         } else {

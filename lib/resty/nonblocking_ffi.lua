@@ -19,10 +19,12 @@ local ffi_str = ffi.string
 local ffi_new = ffi.new
 local get_phase = ngx.get_phase
 local get_string_buf = base.get_string_buf
+local get_request = base.get_request
 local get_size_ptr = base.get_size_ptr
 local sema_wait = semaphore.wait
 local type = type
 local setmetatable = setmetatable
+local getmetatable = getmetatable
 local math_floor = math.floor
 local str_sub = string.sub
 local subsystem = ngx.config and ngx.config.subsystem
@@ -46,18 +48,37 @@ ffi.cdef[[
         int                   bad_answer;    /* index in BAD_ANSWERS */
     } ngx_nffi_task_t;
 
+    /* the head of a stream's chunk (src/ngx_nffi.h): keep both in step */
+    typedef struct {
+        void                 *node;
+        unsigned              magic;
+        int                   kind;
+        void                 *task;
+        void                 *next;
+        char                 *data;
+        size_t                len;
+    } ngx_nffi_chunk_t;
+
     ngx_nffi_runtime_t *ngx_nffi_lua_load(const char *lib, size_t lib_len,
         const char *cfg, size_t cfg_len, int is_global, int max_queue,
-        int spin, int loop_spin, unsigned char *err, size_t *errlen);
+        int spin, int loop_spin, int window, unsigned char *err,
+        size_t *errlen);
     ngx_nffi_task_t *ngx_nffi_lua_post(ngx_nffi_runtime_t *rt,
         const char *method, size_t method_len, const char *req,
-        size_t req_len, const char **err);
+        size_t req_len, int window, const char **err);
     int ngx_nffi_lua_abandon(ngx_nffi_task_t *t, int timed_out);
     void ngx_nffi_lua_release(ngx_nffi_task_t *t);
     void ngx_nffi_lua_gc(ngx_nffi_task_t *t);
     void ngx_nffi_lua_unload(ngx_nffi_runtime_t *rt);
     int ngx_nffi_lua_pending(ngx_nffi_runtime_t *rt);
     void ngx_nffi_lua_failed(ngx_nffi_runtime_t *rt, int failure);
+    ngx_nffi_chunk_t *ngx_nffi_lua_stream_next(ngx_nffi_task_t *t,
+        int *state);
+    int ngx_nffi_lua_stream_attach(ngx_nffi_task_t *t, ngx_http_request_t *r);
+    void ngx_nffi_lua_stream_cancel(ngx_nffi_task_t *t, int timed_out);
+    int ngx_nffi_lua_stream_write(ngx_nffi_task_t *t, const char *data,
+        size_t len);
+    void ngx_nffi_lua_stream_close_write(ngx_nffi_task_t *t);
 
     /* src/ngx_nffi_lua.c: keep both in step */
     typedef struct {
@@ -105,6 +126,11 @@ local lua_gc = C.ngx_nffi_lua_gc
 local lua_unload = C.ngx_nffi_lua_unload
 local lua_pending = C.ngx_nffi_lua_pending
 local lua_failed = C.ngx_nffi_lua_failed
+local lua_stream_next = C.ngx_nffi_lua_stream_next
+local lua_stream_attach = C.ngx_nffi_lua_stream_attach
+local lua_stream_cancel = C.ngx_nffi_lua_stream_cancel
+local lua_stream_write = C.ngx_nffi_lua_stream_write
+local lua_stream_close_write = C.ngx_nffi_lua_stream_close_write
 local lua_stats = C.ngx_nffi_lua_stats
 local lua_next_runtime = C.ngx_nffi_lua_next_runtime
 
@@ -133,6 +159,7 @@ local DEFAULT_MAX_QUEUE = 65536
 local DEFAULT_TIMEOUT = 60
 local DEFAULT_SPIN = 200         -- docs/benchmark.md: the knob study
 local DEFAULT_LOOP_SPIN = 200
+local DEFAULT_WINDOW = 1024 * 1024
 local INT_MIN, INT_MAX = -2147483648, 2147483647
 -- C refuses it with the message that names the option and its bounds
 local NOT_AN_INT = -1
@@ -158,7 +185,7 @@ local MAX_TIMEOUT = 2147483
 
 -- runtime objects keep their state under integer keys, so that no method
 -- name can shadow it; method names are strings
-local PTR, TIMEOUT, KEY, LOADED_PTR = 1, 2, 3, 4
+local PTR, TIMEOUT, KEY, LOADED_PTR, WINDOW = 1, 2, 3, 4, 5
 
 -- loaded runtimes of this worker, by runtime_key()
 local runtimes = {}
@@ -223,7 +250,7 @@ local function call(rt, method, req, timeout)
         return false, "cannot yield in the " .. phase .. " phase"
     end
 
-    local task = lua_post(ptr, method, #method, req, req_len, post_err)
+    local task = lua_post(ptr, method, #method, req, req_len, 0, post_err)
     if task == nil then
         return false, ffi_str(post_err[0])
     end
@@ -365,7 +392,311 @@ local function stats(rt)
 end
 
 
-local methods = { __unload = unload, __pending = pending, __stats = stats }
+-- streams (README, "Streams"): runtime:__stream() returns a stream object
+
+-- ngx_nffi_lua_stream_next()'s *state
+local STREAM_WAIT, STREAM_ANSWERED = 0, 1
+local stream_state = ffi_new("int[1]")
+local ngx_now = ngx.now
+
+local stream_methods = {}
+local stream_mt = { __index = stream_methods }
+
+
+local function valid_window(window)
+    return type(window) == "number" and window >= 1 and window <= INT_MAX
+           and math_floor(window) == window
+end
+
+
+-- the caller's reference to the task goes once no coroutine of this stream
+-- waits on its semaphore any more
+local function stream_drop(s)
+    local task = s.task
+    if task == nil or s.reading or s.writing then
+        return
+    end
+
+    s.task = nil
+    ffi_gc(task, nil)
+    lua_release(task)
+end
+
+
+local function stream_cancel(s, timed_out)
+    if not s.over then
+        s.over = true
+        lua_stream_cancel(s.task, timed_out and 1 or 0)
+    end
+end
+
+
+-- waits for the runtime's next move; returns true, or nil and why (the
+-- idle timeout leaves the stream open, the overall one closes it)
+local function stream_wait(s, flag, timeout)
+    local remaining = s.deadline - ngx_now()
+    if remaining <= 0 then
+        stream_cancel(s, true)
+        stream_drop(s)
+        return nil, "timeout"
+    end
+
+    local overall = remaining <= timeout
+    waiting.sem = s.task.sem
+    s[flag] = true
+    local ok, err = sema_wait(waiting, overall and remaining or timeout)
+    s[flag] = false
+
+    -- another coroutine of the stream closed it, ended it or timed out
+    if s.closed or s.over then
+        stream_drop(s)
+        return nil, s.closed and "closed" or s.status and "answered"
+                    or "timeout"
+    end
+
+    if not ok then
+        if err == "timeout" and overall then
+            stream_cancel(s, true)
+            stream_drop(s)
+        end
+        return nil, err
+    end
+
+    return true
+end
+
+
+-- nil and how the stream ended: 0, or rc and the runtime's message, or the
+-- reason the answer could not be delivered
+local function stream_status(s)
+    local status = s.status
+    if status[1] == 0 or type(status[1]) == "string" then
+        return nil, status[1]
+    end
+    return nil, status[1], status[2]
+end
+
+
+-- the answer that ended the stream: its last chunk, or nil and the status
+local function stream_end(s)
+    local task = s.task
+    local rc, rsp_len, bad = task.rc, task.rsp_len, task.bad_answer
+    local rsp
+    if rsp_len >= 0 then
+        rsp = ffi_str(task.rsp, rsp_len)
+    end
+
+    s.over = true
+    stream_drop(s)
+
+    if bad ~= 0 then
+        s.status = { BAD_ANSWERS[bad] }
+    elseif rc == 0 then
+        s.status = { 0 }
+        if rsp and rsp ~= "" then
+            return rsp
+        end
+    else
+        s.status = { rc, rsp }
+    end
+
+    return stream_status(s)
+end
+
+
+function stream_methods.read(s, timeout)
+    if getmetatable(s) ~= stream_mt then
+        return nil, "bad stream: call it as stream:read(timeout)"
+    end
+
+    if timeout == nil then
+        timeout = s.idle_timeout
+
+    elseif not valid_timeout(timeout) then
+        return nil, "bad timeout: 0.001 to 2147483 seconds expected"
+    end
+
+    if s.status then
+        return stream_status(s)
+    end
+
+    if s.closed then
+        return nil, "closed"
+    end
+
+    if s.reading then
+        return nil, "another coroutine reads this stream"
+    end
+
+    local state = stream_state
+    while true do
+        if s.over and s.task == nil then
+            return nil, "timeout"
+        end
+
+        local chunk = lua_stream_next(s.task, state)
+        if chunk ~= nil then
+            return ffi_str(chunk.data, chunk.len)
+        end
+
+        if state[0] == STREAM_ANSWERED then
+            return stream_end(s)
+        end
+
+        if state[0] ~= STREAM_WAIT then
+            return nil, s.over and "timeout" or "closed"
+        end
+
+        local ok, err = stream_wait(s, "reading", timeout)
+        if not ok then
+            return nil, err
+        end
+    end
+end
+
+
+function stream_methods.write(s, chunk)
+    if getmetatable(s) ~= stream_mt then
+        return nil, "bad stream: call it as stream:write(chunk)"
+    end
+
+    if type(chunk) ~= "string" then
+        return nil, "bad chunk: string expected, got " .. type(chunk)
+    end
+
+    if s.closed or s.over then
+        return nil, s.status and "answered" or "closed"
+    end
+
+    if s.write_closed then
+        return nil, "closed for writing"
+    end
+
+    if s.writing then
+        return nil, "another coroutine writes this stream"
+    end
+
+    while true do
+        local rc = lua_stream_write(s.task, chunk, #chunk)
+        if rc == 0 then
+            return true
+        end
+
+        if rc == -1 then
+            -- the runtime answered: the next read returns what it said
+            return nil, "answered"
+        end
+
+        if rc == -2 then
+            return nil, "no memory"
+        end
+
+        local ok, err = stream_wait(s, "writing", s.idle_timeout)
+        if not ok then
+            return nil, err
+        end
+    end
+end
+
+
+function stream_methods.close_write(s)
+    if getmetatable(s) ~= stream_mt then
+        return nil, "bad stream: call it as stream:close_write()"
+    end
+
+    if not s.write_closed and s.task ~= nil and not s.over then
+        lua_stream_close_write(s.task)
+    end
+
+    s.write_closed = true
+    return true
+end
+
+
+function stream_methods.close(s)
+    if getmetatable(s) ~= stream_mt then
+        return nil, "bad stream: call it as stream:close()"
+    end
+
+    if not s.closed then
+        s.closed = true
+        if s.task ~= nil then
+            stream_cancel(s, false)
+            stream_drop(s)
+        end
+    end
+
+    return true
+end
+
+
+local function open_stream(rt, method, req, opts)
+    if loaded_ptr(rt) == nil then
+        return nil, "bad runtime: call it as runtime:__stream(method, req, "
+                    .. "opts)"
+    end
+
+    if type(method) ~= "string" or str_sub(method, 1, 2) == "__" then
+        return nil, "bad method: string not starting with __ expected"
+    end
+
+    if req ~= nil and type(req) ~= "string" then
+        return nil, "bad request: string or nil expected, got " .. type(req)
+    end
+
+    if opts ~= nil and type(opts) ~= "table" then
+        return nil, "bad opts: table or nil expected"
+    end
+
+    local timeout = opts and opts.timeout or rt[TIMEOUT]
+    if not valid_timeout(timeout) then
+        return nil, "bad opts.timeout: 0.001 to 2147483 seconds expected"
+    end
+
+    local idle_timeout = opts and opts.idle_timeout or timeout
+    if not valid_timeout(idle_timeout) then
+        return nil, "bad opts.idle_timeout: 0.001 to 2147483 seconds expected"
+    end
+
+    local window = opts and opts.window or rt[WINDOW]
+    if not valid_window(window) then
+        return nil, "bad opts.window: integer from 1 to 2147483647 expected"
+    end
+
+    local ptr = rt[PTR]
+    if ptr == nil then
+        lua_failed(rt[LOADED_PTR], FAILURE_UNLOADED)
+        return nil, "unloaded"
+    end
+
+    local phase = get_phase()
+    if not can_wait[phase] then
+        lua_failed(ptr, FAILURE_CANNOT_YIELD)
+        return nil, "cannot yield in the " .. phase .. " phase"
+    end
+
+    local task = lua_post(ptr, method, #method, req, req and #req or 0,
+                          window, post_err)
+    if task == nil then
+        return nil, ffi_str(post_err[0])
+    end
+
+    -- a stream collected before it was closed is closed then, and so is
+    -- one whose request ends
+    ffi_gc(task, lua_gc)
+    if lua_stream_attach(task, get_request()) ~= 0 then
+        ffi_gc(task, nil)
+        lua_gc(task)
+        return nil, "no memory"
+    end
+
+    return setmetatable({ task = task, deadline = ngx_now() + timeout,
+                          idle_timeout = idle_timeout }, stream_mt)
+end
+
+
+local methods = { __unload = unload, __pending = pending, __stats = stats,
+                  __stream = open_stream }
 local cached_methods = 0
 
 
@@ -444,6 +775,7 @@ local function check_opts(opts)
         max_queue = int_opt(opts.max_queue, DEFAULT_MAX_QUEUE),
         spin = int_opt(opts.spin, DEFAULT_SPIN),
         loop_spin = int_opt(opts.loop_spin, DEFAULT_LOOP_SPIN),
+        window = int_opt(opts.window, DEFAULT_WINDOW),
     }
 end
 
@@ -500,13 +832,14 @@ function _M.load(lib, cfg, opts)
 
     local ptr = lua_load(file, #file, cfg, cfg and #cfg or 0,
                          checked.is_global and 1 or 0, checked.max_queue,
-                         checked.spin, checked.loop_spin, err, errlen)
+                         checked.spin, checked.loop_spin, checked.window, err,
+                         errlen)
     if ptr == nil then
         return nil, ffi_str(err, errlen[0])
     end
 
     rt = { [PTR] = ptr, [TIMEOUT] = checked.timeout, [KEY] = key,
-           [LOADED_PTR] = ptr }
+           [LOADED_PTR] = ptr, [WINDOW] = checked.window }
     setmetatable(rt, runtime_mt)
     runtimes[key] = rt
 

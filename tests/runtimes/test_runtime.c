@@ -23,6 +23,7 @@
  */
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,10 @@ static int  test_rt_polled;
 static int  test_rt_pollers_ended;
 static int  test_rt_cancels_seen;
 static int  test_rt_loop_wakes;
+/* streams: chunks sent, sends waiting now, CLOSED results seen */
+static int  test_rt_chunks_sent;
+static int  test_rt_sends_waiting;
+static int  test_rt_closed_seen;
 /* the queue of the last init, for "take_misuse" */
 static void *test_rt_last_tq;
 
@@ -445,12 +450,15 @@ test_rt_stats(void *task, const char *req, int len)
 
     snprintf(text, sizeof(text),
              "polled=%d pollers_ended=%d cancels_seen=%d abi=%d "
-             "loop_wakes=%d",
+             "loop_wakes=%d chunks_sent=%d sends_waiting=%d closed_seen=%d",
              __atomic_load_n(&test_rt_polled, __ATOMIC_RELAXED),
              __atomic_load_n(&test_rt_pollers_ended, __ATOMIC_RELAXED),
              __atomic_load_n(&test_rt_cancels_seen, __ATOMIC_RELAXED),
              ngx_http_lua_nonblocking_ffi_abi_version(),
-             __atomic_load_n(&test_rt_loop_wakes, __ATOMIC_RELAXED));
+             __atomic_load_n(&test_rt_loop_wakes, __ATOMIC_RELAXED),
+             __atomic_load_n(&test_rt_chunks_sent, __ATOMIC_SEQ_CST),
+             __atomic_load_n(&test_rt_sends_waiting, __ATOMIC_SEQ_CST),
+             __atomic_load_n(&test_rt_closed_seen, __ATOMIC_SEQ_CST));
     test_rt_answer_text(task, 0, text);
 }
 
@@ -469,6 +477,357 @@ test_rt_take_misuse(void *task, const char *req, int len)
              ngx_http_lua_nonblocking_ffi_task_take(
                  __atomic_load_n(&test_rt_last_tq, __ATOMIC_RELAXED), NULL,
                  1));
+    test_rt_answer_text(task, 0, text);
+}
+
+
+/* --- streams: each runs on a thread of its own, as its calls block */
+
+
+typedef struct {
+    void   *task;
+    char   *req;
+    void  *(*run)(void *task, const char *req);
+} test_rt_streamer_t;
+
+
+static void *
+test_rt_streamer(void *arg)
+{
+    test_rt_streamer_t  *st = arg;
+
+    st->run(st->task, st->req);
+    free(st->req);
+    free(st);
+
+    return NULL;
+}
+
+
+static void
+test_rt_stream_on_thread(void *task, const char *req, int len,
+    void *(*run)(void *task, const char *req))
+{
+    pthread_t            thread;
+    pthread_attr_t       attr;
+    test_rt_streamer_t  *st;
+
+    st = malloc(sizeof(test_rt_streamer_t));
+    if (st == NULL) {
+        test_rt_answer_text(task, 1, "no memory");
+        return;
+    }
+
+    st->task = task;
+    st->req = test_rt_copy(req ? req : "", req ? len : 0);
+    st->run = run;
+
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+
+    if (st->req == NULL
+        || pthread_create(&thread, &attr, test_rt_streamer, st) != 0)
+    {
+        free(st->req);
+        free(st);
+        test_rt_answer_text(task, 1, "cannot start a stream thread");
+    }
+
+    pthread_attr_destroy(&attr);
+}
+
+
+/* a send, counted: the tests see how far a runtime got, and whether it
+ * waits for the window */
+
+static int
+test_rt_send(void *task, char *chunk, int len)
+{
+    int  rc;
+
+    __atomic_add_fetch(&test_rt_sends_waiting, 1, __ATOMIC_SEQ_CST);
+    rc = ngx_http_lua_nonblocking_ffi_stream_send(task, chunk, len);
+    __atomic_sub_fetch(&test_rt_sends_waiting, 1, __ATOMIC_SEQ_CST);
+
+    if (rc == NONBLOCKING_FFI_STREAM_OK) {
+        __atomic_add_fetch(&test_rt_chunks_sent, 1, __ATOMIC_SEQ_CST);
+
+    } else if (rc == NONBLOCKING_FFI_STREAM_CLOSED) {
+        __atomic_add_fetch(&test_rt_closed_seen, 1, __ATOMIC_SEQ_CST);
+    }
+
+    return rc;
+}
+
+
+/* req "N,SIZE[,DELAY_MS[,LAST]]": N chunks of SIZE bytes ('a' for the
+ * first, 'b' for the second...), DELAY_MS apart, then LAST as the answer */
+
+static void *
+test_rt_count_run(void *task, const char *req)
+{
+    int          i, n, size, delay, used;
+    char        *chunk;
+    const char  *last;
+
+    n = 0;
+    size = 1;
+    delay = 0;
+    used = 0;
+    sscanf(req, "%d,%d,%d,%n", &n, &size, &delay, &used);
+    last = used ? req + used : NULL;
+
+    for (i = 0; i < n; i++) {
+        if (delay) {
+            test_rt_sleep_ms(delay);
+        }
+
+        chunk = malloc(size + 1);
+        if (chunk == NULL) {
+            test_rt_answer_text(task, 1, "no memory");
+            return NULL;
+        }
+
+        memset(chunk, 'a' + i % 26, size);
+        chunk[size] = '\0';
+
+        if (test_rt_send(task, chunk, size) != NONBLOCKING_FFI_STREAM_OK) {
+            test_rt_answer_text(task, 0, "closed");
+            return NULL;
+        }
+    }
+
+    if (last && *last) {
+        test_rt_answer_text(task, 0, last);
+
+    } else {
+        ngx_http_lua_nonblocking_ffi_respond(task, 0, NULL, 0);
+    }
+
+    return NULL;
+}
+
+
+static void
+test_rt_stream_count(void *task, const char *req, int len)
+{
+    test_rt_stream_on_thread(task, req, len, test_rt_count_run);
+}
+
+
+/* every chunk Lua writes comes back; the end of Lua's chunks ends it */
+
+static void *
+test_rt_stream_echo_run(void *task, const char *req)
+{
+    int    rc, len;
+    char  *chunk;
+
+    for ( ;; ) {
+        rc = ngx_http_lua_nonblocking_ffi_stream_read(task, &chunk, &len);
+
+        if (rc == NONBLOCKING_FFI_STREAM_END) {
+            ngx_http_lua_nonblocking_ffi_respond(task, 0, NULL, 0);
+            return NULL;
+        }
+
+        if (rc != NONBLOCKING_FFI_STREAM_OK) {
+            if (rc == NONBLOCKING_FFI_STREAM_CLOSED) {
+                __atomic_add_fetch(&test_rt_closed_seen, 1,
+                                   __ATOMIC_SEQ_CST);
+            }
+
+            test_rt_answer_text(task, 1, "read failed");
+            return NULL;
+        }
+
+        /* the chunk read is plain malloc()'ed memory: it goes on */
+        if (test_rt_send(task, chunk, len) != NONBLOCKING_FFI_STREAM_OK) {
+            test_rt_answer_text(task, 1, "send failed");
+            return NULL;
+        }
+    }
+}
+
+
+static void
+test_rt_stream_echo(void *task, const char *req, int len)
+{
+    test_rt_stream_on_thread(task, req, len, test_rt_stream_echo_run);
+}
+
+
+/* reads Lua's chunks, DELAY_MS (req) apart; answers the bytes read */
+
+static void *
+test_rt_stream_sink_run(void *task, const char *req)
+{
+    int        rc, len, delay;
+    char      *chunk, text[64];
+    long long  total;
+
+    delay = atoi(req);
+    total = 0;
+
+    for ( ;; ) {
+        if (delay) {
+            test_rt_sleep_ms(delay);
+        }
+
+        rc = ngx_http_lua_nonblocking_ffi_stream_read(task, &chunk, &len);
+
+        if (rc != NONBLOCKING_FFI_STREAM_OK) {
+            break;
+        }
+
+        total += len;
+        free(chunk);
+    }
+
+    if (rc == NONBLOCKING_FFI_STREAM_CLOSED) {
+        __atomic_add_fetch(&test_rt_closed_seen, 1, __ATOMIC_SEQ_CST);
+    }
+
+    snprintf(text, sizeof(text), "%lld", total);
+    test_rt_answer_text(task, rc == NONBLOCKING_FFI_STREAM_END ? 0 : 1, text);
+
+    return NULL;
+}
+
+
+static void
+test_rt_stream_sink(void *task, const char *req, int len)
+{
+    test_rt_stream_on_thread(task, req, len, test_rt_stream_sink_run);
+}
+
+
+/* waits on the stream's fd as an event loop would, for at most 10 s */
+
+static int
+test_rt_stream_wait_fd(void *task, int *waits)
+{
+    struct pollfd  pfd;
+
+    pfd.fd = ngx_http_lua_nonblocking_ffi_stream_fd(task);
+    pfd.events = POLLIN;
+
+    if (pfd.fd == -1) {
+        return -1;
+    }
+
+    (*waits)++;
+
+    return poll(&pfd, 1, 10000) == 1 ? 0 : -1;
+}
+
+
+/* the non-blocking forms: reads every chunk (the bytes are counted), then
+ * sends N chunks of SIZE bytes (req "N,SIZE"), waiting on the fd */
+
+static void *
+test_rt_stream_try_run(void *task, const char *req)
+{
+    int        i, n, size, rc, len, waits;
+    char      *chunk, text[96];
+    long long  total;
+
+    n = 0;
+    size = 1;
+    sscanf(req, "%d,%d", &n, &size);
+    total = 0;
+    waits = 0;
+
+    for ( ;; ) {
+        rc = ngx_http_lua_nonblocking_ffi_stream_try_read(task, &chunk, &len);
+
+        if (rc == NONBLOCKING_FFI_STREAM_OK) {
+            total += len;
+            free(chunk);
+            continue;
+        }
+
+        if (rc != NONBLOCKING_FFI_STREAM_AGAIN
+            || test_rt_stream_wait_fd(task, &waits) != 0)
+        {
+            break;
+        }
+    }
+
+    if (rc != NONBLOCKING_FFI_STREAM_END) {
+        test_rt_answer_text(task, 1, "try_read failed");
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        chunk = malloc(size);
+        if (chunk == NULL) {
+            break;
+        }
+
+        memset(chunk, 'a' + i % 26, size);
+
+        for ( ;; ) {
+            rc = ngx_http_lua_nonblocking_ffi_stream_try_send(task, chunk,
+                                                              size);
+
+            if (rc != NONBLOCKING_FFI_STREAM_AGAIN
+                || test_rt_stream_wait_fd(task, &waits) != 0)
+            {
+                break;
+            }
+        }
+
+        if (rc != NONBLOCKING_FFI_STREAM_OK) {
+            if (rc == NONBLOCKING_FFI_STREAM_AGAIN) {
+                free(chunk);
+            }
+
+            test_rt_answer_text(task, 1, "try_send failed");
+            return NULL;
+        }
+    }
+
+    snprintf(text, sizeof(text), "read=%lld waits=%d", total, waits);
+    test_rt_answer_text(task, 0, text);
+
+    return NULL;
+}
+
+
+static void
+test_rt_stream_try(void *task, const char *req, int len)
+{
+    test_rt_stream_on_thread(task, req, len, test_rt_stream_try_run);
+}
+
+
+/* one chunk, then a runtime error */
+
+static void
+test_rt_stream_error(void *task, const char *req, int len)
+{
+    ngx_http_lua_nonblocking_ffi_stream_send(task, strdup("partial"), 0);
+    test_rt_answer_text(task, 7, "failed midway");
+}
+
+
+/* the stream calls misused: what each returns, on any task */
+
+static void
+test_rt_stream_misuse(void *task, const char *req, int len)
+{
+    int    n;
+    char  *chunk, text[96];
+
+    snprintf(text, sizeof(text), "%d %d %d %d %d",
+             ngx_http_lua_nonblocking_ffi_task_is_stream(task),
+             ngx_http_lua_nonblocking_ffi_stream_send(task, strdup("x"), -1),
+             ngx_http_lua_nonblocking_ffi_stream_read(task, NULL, &n),
+             ngx_http_lua_nonblocking_ffi_stream_try_read(NULL, &chunk, &n),
+             ngx_http_lua_nonblocking_ffi_task_is_stream(task)
+             ? ngx_http_lua_nonblocking_ffi_stream_send(task, NULL, 0)
+             : ngx_http_lua_nonblocking_ffi_stream_fd(task));
     test_rt_answer_text(task, 0, text);
 }
 
@@ -492,6 +851,12 @@ static const test_rt_method_t  test_rt_methods[] = {
     { "wait_cancel", test_rt_wait_cancel },
     { "stats", test_rt_stats },
     { "take_misuse", test_rt_take_misuse },
+    { "stream_count", test_rt_stream_count },
+    { "stream_echo", test_rt_stream_echo },
+    { "stream_sink", test_rt_stream_sink },
+    { "stream_try", test_rt_stream_try },
+    { "stream_error", test_rt_stream_error },
+    { "stream_misuse", test_rt_stream_misuse },
     { NULL, NULL }
 };
 
