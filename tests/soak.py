@@ -42,6 +42,9 @@ GROWTH_LIMIT = 0.05
 # a shorter phase is all warm-up: workers live RELOAD_EVERY seconds, and
 # their pools, arenas and Lua heap grow for the first tens of seconds
 MEMORY_JUDGED_FROM = 60
+# a worker started by a reload is smaller for its first seconds: its
+# samples then are not compared with those of older workers
+WORKER_YOUNG = 5
 
 HTTP = r"""
     lua_shared_dict soak 1m;
@@ -135,6 +138,7 @@ class Soak:
         self.client = {}
         self.problems = []
         self.rss = []
+        self.worker_born = {}
         self.reloads = 0
         self.scrapes = 0
 
@@ -231,16 +235,19 @@ class Soak:
         self.scrapes += 1
 
     def sample_rss(self):
+        now = time.monotonic()
         total = []
         for pid in self.srv.worker_pids():
+            self.worker_born.setdefault(pid, now)
             try:
                 with open("/proc/%d/status" % pid) as f:
                     kb = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-                total.append(kb)
+                total.append((kb, pid))
             except (OSError, AttributeError):
                 pass
         if total:
-            self.rss.append((time.monotonic(), max(total)))
+            kb, pid = max(total)
+            self.rss.append((now, kb, now - self.worker_born[pid]))
 
     def run(self):
         self.srv.start()
@@ -300,11 +307,14 @@ class Soak:
         """After warm-up (the first half), the largest
         worker may not grow more than GROWTH_LIMIT: the floors (a leak
         raises the floor; garbage collection only saws above it) of the
-        first and the last third of the samples after it."""
+        first and the last third of the samples after it, leaving out
+        workers younger than WORKER_YOUNG (a reload's fresh worker would
+        set the floor of whichever third a sample of it falls in)."""
         if self.seconds < MEMORY_JUDGED_FROM:
             return
-        warm = [kb for t, kb in self.rss
-                if t >= self.rss[0][0] + self.seconds / 2]
+        warm = [kb for t, kb, age in self.rss
+                if t >= self.rss[0][0] + self.seconds / 2
+                and age >= WORKER_YOUNG]
         if len(warm) < 6:
             self.problem("too few memory samples: %d" % len(warm))
             return
@@ -326,7 +336,7 @@ class Soak:
         out.write("nginx:  %s\n" % " ".join(
             "%s=%d" % kv for kv in sorted(c.items())))
         out.write("worker RSS (kB, largest worker, every %g s): %s\n" % (
-            RSS_EVERY, " ".join(str(kb) for _, kb in self.rss)))
+            RSS_EVERY, " ".join(str(kb) for _, kb, _ in self.rss)))
         if hasattr(self, "growth"):
             out.write("growth after warm-up: %.1f %%\n"
                       % (100 * self.growth))
