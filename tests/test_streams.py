@@ -397,3 +397,39 @@ def test_worker_exit_wakes_a_runtime_blocked_in_a_send(nginx):
     srv.signal(signal.SIGTERM)
     srv.proc.wait(20 * SLOW)
     conn.close()
+
+
+def test_streams_from_a_timer_and_the_access_phase(nginx):
+    srv = nginx(http="lua_shared_dict test 1m;", server=STATS + location(
+        "/timer", r"""
+        ngx.timer.at(0, function()
+            local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1"))
+            local s = assert(rt:__stream("stream_count", "3,2"))
+            local got = {}
+            while true do
+                local chunk, status = s:read()
+                if not chunk then got[#got + 1] = status break end
+                got[#got + 1] = chunk
+            end
+            -- a stream left open ends with its timer
+            assert(rt:__stream("stream_count", "1000,65536"):read())
+            ngx.shared.test:set("timer", table.concat(got, " "))
+        end)
+        ngx.say("started")
+    """) + location("/wait", r"""
+        ngx.say(ngx.shared.test:get("timer"))
+    """) + location("/access", r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1"))
+        local s = assert(rt:__stream("stream_count", "2,1"))
+        ngx.ctx.got = assert(s:read()) .. assert(s:read())
+        show(s:read())
+        ngx.exit(ngx.HTTP_OK)
+    """, phase="access_by_lua_block"))
+    before = counter(srv, "closed_seen")
+    assert srv.get("/timer") == "started\n"
+    wait_for(lambda: srv.get("/wait") == "aa bb cc 0\n", 10 * SLOW,
+             "the timer's stream")
+    wait_for(lambda: counter(srv, "closed_seen") == before + 1, 10 * SLOW,
+             "the stream the timer left open to close with it")
+    status, body = srv.request("/access")
+    assert (status, body) == (200, b"nil 0\n")
