@@ -5,12 +5,12 @@ to fake nginx: the Lua library's argument checks, and the answer ABI
 
     python3 tests/fuzz_nginx.py [--seconds N] [--seed S] [TARGET...]
 
-Targets: lua_args, respond.  Each runs for N seconds (default 60).  A case
-fails when a call raises a Lua error, returns something the README does not
-list, answers wrong, or when the error log shows a crash or an unexpected
-[alert].  A failing case is printed with its seed and Lua source, so that
-it can be replayed (--seed) and kept as a regression test in
-tests/fuzz_cases.py.
+Targets: lua_args (load, calls, streams), respond. Each runs for N seconds
+(default 60). A case fails when a call raises a Lua error, returns
+something the README does not list, answers wrong, or when the error log
+shows a crash or an unexpected [alert]. A failing case is printed with its
+seed and Lua source, so that it can be replayed (--seed) and kept as a
+regression test.
 """
 
 import argparse
@@ -178,8 +178,75 @@ def md5(data):
     return hashlib.md5(data).hexdigest()
 
 
+STREAM_METHODS = [b"stream_count", b"stream_echo", b"stream_sink",
+                  b"stream_error", b"echo", b"no_such_method", b"__x", b""]
+
+# seconds that keep a case short: valid small ones, and invalid ones
+SHORT_TIMEOUTS = ["nil", "0.05", "0.001", "0", "-1", "1/0", "0/0", "'1'",
+                  "{}", "true", "2147484"]
+
+
+def random_stream_opts(rng):
+    fields = []
+    for _ in range(rng.randint(0, 3)):
+        key = rng.choice(["timeout", "idle_timeout", "window", "x"])
+        value = (random_number(rng) if key in ("window", "x")
+                 else rng.choice(SHORT_TIMEOUTS))
+        fields.append("%s = %s" % (key, value))
+    return "{ " + ", ".join(fields) + " }"
+
+
+def case_stream(rng):
+    method = rng.choice(STREAM_METHODS + [random_bytes(rng)[:20]])
+    req = rng.choice([lua_string(b"3,100"), lua_string(b"100000,1000"),
+                      lua_string(random_bytes(rng)[:30]),
+                      random_value(rng)])
+    opts = rng.choice(["nil", random_stream_opts(rng), random_value(rng)])
+    ops = []
+    for _ in range(rng.randint(0, 5)):
+        ops.append(rng.choice([
+            "s:read(%s)" % rng.choice(SHORT_TIMEOUTS),
+            "s:write(%s)" % rng.choice([lua_string(random_bytes(rng)),
+                                        random_value(rng)]),
+            "s:close_write()", "s:close()",
+            "s.read(%s)" % random_value(rng)]))
+    source = """
+        local nffi, RUNTIME = ...
+        local rt = assert(nffi.load(RUNTIME, "threads=2", { timeout = 1 }))
+        local s, err = rt:__stream(%s, %s, %s)
+        if s == nil then
+            return "refused", err
+        end
+        -- every result is one of the README's shapes
+        local function shape_ok(a, b, c)
+            if a == true then return b == nil end
+            if type(a) == "string" then return b == nil end
+            if a ~= nil then return false end
+            if type(b) == "number" then
+                return c == nil or type(c) == "string"
+            end
+            return type(b) == "string" and c == nil
+        end
+        for _, op in ipairs({ %s }) do
+            if not shape_ok(op()) then return "bad shape" end
+        end
+        s:close()
+        return "ran"
+    """ % (lua_string(method), req, opts,
+           ", ".join("function() return %s end" % op for op in ops))
+
+    def check(shape):
+        if shape == ["string:3:" + md5(b"ran")]:
+            return None
+        if len(shape) == 2 and shape[0] == "string:7:" + md5(b"refused") \
+                and shape[1].startswith("string:"):
+            return None
+        return "stream returned " + " ".join(shape)
+    return source, check
+
+
 def case_lua_args(rng):
-    return rng.choice([case_load, case_call])(rng)
+    return rng.choice([case_load, case_call, case_stream])(rng)
 
 
 NEGATIVE = "runtime answered with a negative length"
