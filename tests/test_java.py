@@ -66,6 +66,12 @@ def java_main(classpath=EXAMPLES + ":" + TESTS, extra=""):
     return "env NFFI_JAVA_CLASSPATH=%s;\n%s" % (classpath, extra)
 
 
+def first_worker(srv):
+    """The worker's pid: nginx accepts (on the master's socket) before it
+    has forked its worker."""
+    return wait_for(srv.worker_pids, 10, "the worker to start")[0]
+
+
 def test_echo_example_and_binary_payloads(nginx):
     srv = nginx(
         main=java_main(),
@@ -164,7 +170,7 @@ def test_a_jvm_that_cannot_start_fails_every_load(nginx, env, message):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     no_jvm = ("nil '%s: the JVM did not start in this worker (see the "
               "error log)'" % (LOAD_FAILED % 3))
     assert srv.get("/t").splitlines() == [no_jvm, no_jvm, str(worker)]
@@ -194,7 +200,7 @@ def test_task_api_and_handler_failures(nginx):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/t").splitlines() == [
         "true 'first'",
         "false 1 'java.lang.Error: an Error, not an Exception'",
@@ -412,7 +418,7 @@ def test_two_runtimes_share_one_jvm(nginx):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/t").splitlines() == [
         "true 'set by Other'",
         "true 'other anything'",
@@ -544,7 +550,7 @@ def test_signals_and_children_with_a_jvm_and_calls_in_flight(nginx):
         ngx.say(from_java, " ", from_lua)
     """),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/pid").strip() == "true '%d'" % worker
     # HotSpot's suspend/resume signal is not USR2 (nginx's binary upgrade)
     caught = caught_signals(worker)
@@ -588,7 +594,7 @@ def test_signals_and_children_with_a_jvm_and_calls_in_flight(nginx):
     srv.wait_log(r"worker process %d exited with code 0" % worker)
 
     # USR2 sent to a worker: nginx ignores it, the JVM does not take it
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/pid").strip() == "true '%d'" % worker
     os.kill(worker, signal.SIGUSR2)
     srv.wait_log(r"signal 12 \(SIGUSR2\) received.*ignoring")
@@ -610,7 +616,7 @@ def test_system_exit_ends_the_worker_and_says_so(nginx):
         )
         + location("/pid", "ngx.say(ngx.worker.pid())"),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     # the worker ends without answering
     with pytest.raises((OSError, http.client.HTTPException)):
         srv.request("/t")
@@ -850,7 +856,7 @@ def test_a_newer_jvm_from_java_home_serves_on_virtual_threads(nginx):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/t").splitlines() == [
         "true '%s'" % NEWER_JDK,
         "true true",
@@ -893,7 +899,7 @@ def test_load_and_unload_cycles_leave_no_threads_behind(nginx):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     # a loaded runtime: its poll thread and four pool threads
     assert srv.get("/cycle?n=1").strip() == "ok"
     assert len(nffi_threads(worker)) == 5, nffi_threads(worker)
