@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import textwrap
@@ -21,7 +22,7 @@ import threading
 import pytest
 
 from conftest import location
-from harness import (BUILD, MEMCHECK, NGINX, NOT_HERE, WORKER_USER,
+from harness import (BUILD, MEMCHECK, NGINX, NOT_HERE, SLOW, WORKER_USER,
                      NginxServer, check_signals_reach_nginx, free_port,
                      wait_for)
 from services import PostgresServer
@@ -63,6 +64,12 @@ def java_location(path, lua, **kw):
 def java_main(classpath=EXAMPLES + ":" + TESTS, extra=""):
     """The main-context lines: the class path (and more) for the JVM."""
     return "env NFFI_JAVA_CLASSPATH=%s;\n%s" % (classpath, extra)
+
+
+def first_worker(srv):
+    """The worker's pid: nginx accepts (on the master's socket) before it
+    has forked its worker."""
+    return wait_for(srv.worker_pids, 10, "the worker to start")[0]
 
 
 def test_echo_example_and_binary_payloads(nginx):
@@ -163,7 +170,7 @@ def test_a_jvm_that_cannot_start_fails_every_load(nginx, env, message):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     no_jvm = ("nil '%s: the JVM did not start in this worker (see the "
               "error log)'" % (LOAD_FAILED % 3))
     assert srv.get("/t").splitlines() == [no_jvm, no_jvm, str(worker)]
@@ -193,7 +200,7 @@ def test_task_api_and_handler_failures(nginx):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/t").splitlines() == [
         "true 'first'",
         "false 1 'java.lang.Error: an Error, not an Exception'",
@@ -411,7 +418,7 @@ def test_two_runtimes_share_one_jvm(nginx):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/t").splitlines() == [
         "true 'set by Other'",
         "true 'other anything'",
@@ -543,7 +550,7 @@ def test_signals_and_children_with_a_jvm_and_calls_in_flight(nginx):
         ngx.say(from_java, " ", from_lua)
     """),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/pid").strip() == "true '%d'" % worker
     # HotSpot's suspend/resume signal is not USR2 (nginx's binary upgrade)
     caught = caught_signals(worker)
@@ -587,7 +594,7 @@ def test_signals_and_children_with_a_jvm_and_calls_in_flight(nginx):
     srv.wait_log(r"worker process %d exited with code 0" % worker)
 
     # USR2 sent to a worker: nginx ignores it, the JVM does not take it
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/pid").strip() == "true '%d'" % worker
     os.kill(worker, signal.SIGUSR2)
     srv.wait_log(r"signal 12 \(SIGUSR2\) received.*ignoring")
@@ -609,7 +616,7 @@ def test_system_exit_ends_the_worker_and_says_so(nginx):
         )
         + location("/pid", "ngx.say(ngx.worker.pid())"),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     # the worker ends without answering
     with pytest.raises((OSError, http.client.HTTPException)):
         srv.request("/t")
@@ -849,7 +856,7 @@ def test_a_newer_jvm_from_java_home_serves_on_virtual_threads(nginx):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     assert srv.get("/t").splitlines() == [
         "true '%s'" % NEWER_JDK,
         "true true",
@@ -892,7 +899,7 @@ def test_load_and_unload_cycles_leave_no_threads_behind(nginx):
     """,
         ),
     )
-    worker = srv.worker_pids()[0]
+    worker = first_worker(srv)
     # a loaded runtime: its poll thread and four pool threads
     assert srv.get("/cycle?n=1").strip() == "ok"
     assert len(nffi_threads(worker)) == 5, nffi_threads(worker)
@@ -971,3 +978,353 @@ def test_binary_upgrade_with_a_jvm_loaded(tmp_path):
     log = srv.log()
     assert "start new binary process %d" % new_master in log
     assert "exited on signal" not in log
+
+
+# --- streams: Task.send/read, answerStream/requestStream, serveStreams
+# (tests/runtimes/java/jtest/Streams.java, examples/java/example/Streams.java)
+
+# reads a stream to its end: each chunk (control bytes as \<code>), then
+# the status
+READ_ALL = r"""
+    local function read_all(s)
+        local out = {}
+        while true do
+            local chunk, a, b = s:read()
+            if chunk == nil then
+                out[#out + 1] = "end " .. tostring(a) .. " " .. tostring(b)
+                return table.concat(out, "|")
+            end
+            out[#out + 1] = (chunk:gsub("[%z\1-\31]", function(c)
+                return "\\" .. c:byte()
+            end))
+        end
+    end
+"""
+
+# /stats: the counters of jtest.Streams (chunks sent, sends in progress,
+# StreamClosedExceptions seen), and /pending: the calls of the stream
+# runtime not answered yet
+STREAM_STATS = java_location("/stats", r"""
+        local _, text = assert(jload("jtest.Streams,initStats")):stats()
+        ngx.say(text)
+    """) + java_location("/pending", r"""
+        ngx.say(assert(jload("jtest.Streams,init")):__pending())
+    """)
+
+
+# /go lets a location that waits with WAIT_FOR_GO go on (its server needs
+# GO_DICT): the test looks at the runtime meanwhile
+GO_DICT = "lua_shared_dict test 1m;"
+GO = java_location("/go", "ngx.shared.test:set('go', true)")
+WAIT_FOR_GO = r"""
+        while not ngx.shared.test:get("go") do ngx.sleep(0.01) end
+"""
+
+
+def stream_stat(srv, name):
+    return int(srv.get("/stats").split(name + "=")[1].split()[0])
+
+
+def test_streams_send_and_read_in_order_and_binary_safe(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            READ_ALL + r"""
+        local ex = assert(jload("example.Streams,init"))
+        ngx.say(read_all(assert(ex:__stream("count", "3"))))
+        local s = assert(ex:__stream("upper"))
+        assert(s:write("abc")) assert(s:write("d\0e")) assert(s:close_write())
+        ngx.say(read_all(s))
+        -- a stream handler refuses an ordinary call
+        show(ex:count("3"))
+        ngx.say(read_all(assert(ex:__stream("nosuch"))))
+
+        local rt = assert(jload("jtest.Streams,init"))
+        -- chunk i of "produce" is #size bytes of byte i
+        ngx.say(read_all(assert(rt:__stream("produce", "3,4"))))
+        -- 20 chunks of every byte value, echoed chunk by chunk
+        local all = {}
+        for i = 0, 255 do all[#all + 1] = string.char(i) end
+        all = table.concat(all)
+        s = assert(rt:__stream("echo"))
+        local sent, got = {}, {}
+        for i = 1, 20 do
+            sent[i] = all:sub(i) .. string.rep(all, i * 20)
+            assert(s:write(sent[i]))
+        end
+        assert(s:close_write())
+        while true do
+            local chunk, status = s:read()
+            if not chunk then break end
+            got[#got + 1] = chunk
+        end
+        ngx.say(#got, " ", got[21], " ",
+                table.concat(got, "", 1, 20) == table.concat(sent))
+        -- through the InputStream and the OutputStream: bytes, not chunks
+        s = assert(rt:__stream("copy"))
+        local big = string.rep("z\0", 10000)
+        assert(s:write("a\0b")) assert(s:write(big)) assert(s:write(""))
+        assert(s:close_write())
+        local copied = {}
+        while true do
+            local chunk, status = s:read()
+            if not chunk then break end
+            copied[#copied + 1] = chunk
+        end
+        local last = table.remove(copied)
+        ngx.say(table.concat(copied) == "a\0b" .. big, " ", last)
+        s = assert(rt:__stream("mixed"))
+        assert(s:write("xyz"))
+        ngx.say(read_all(s))
+        show(rt:produce("1,1"))
+    """,
+        ),
+    )
+    assert srv.get("/t").splitlines() == [
+        r"1\10|2\10|3\10|end 0 nil",
+        r"ABC|D\0E|2 chunks|end 0 nil",
+        "false 1 ''count' answers in a stream: call it with "
+        "runtime:__stream(\"count\", req)'",
+        "end 404 no stream nosuch",
+        r"\0\0\0\0|\1\1\1\1|\2\2\2\2|end 0 nil",
+        "21 chunks=20 true",
+        "true copied=20003 again=-1 true",
+        "first=x available=2 rest=yz|end 0 nil",
+        "false 1 ''produce' answers in a stream: call it with "
+        "runtime:__stream(\"produce\", req)'",
+    ]
+    srv.wait_log(r"\[info\] .*streams: serving streams")
+
+
+def test_stream_errors_answers_and_handlers_of_the_other_kind(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=java_location(
+            "/t",
+            READ_ALL + r"""
+        local rt = assert(jload("jtest.Streams,init"))
+        -- an exception mid-stream ends it with rc != 0 and its message
+        ngx.say(read_all(assert(rt:__stream("fail"))))
+        ngx.say(read_all(assert(rt:__stream("failRc", "2"))))
+        -- answered by the handler, which may not send after that
+        ngx.say(read_all(assert(rt:__stream("respondThenSend"))))
+        -- close() of the OutputStream ends writing to it, not the answer
+        ngx.say(read_all(assert(rt:__stream("closedOut"))))
+        -- the poll thread lived through all that
+        ngx.say(read_all(assert(rt:__stream("produce", "1,2"))))
+
+        -- an ordinary Handler: a stream call gets its answer as one chunk,
+        -- and it may stream itself
+        local plain = assert(jload("jtest.TestRuntime,init"))
+        ngx.say(read_all(assert(plain:__stream("describe", "x"))))
+        ngx.say(read_all(assert(plain:__stream("maybeStream"))))
+        show(plain:maybeStream())
+        show(plain:answerStream())
+    """,
+        ),
+    )
+    assert srv.get("/t").splitlines() == [
+        "before|end 1 java.lang.IllegalStateException: failed midway",
+        "before|end 7 stopped at 2",
+        "last|end 0 nil",
+        "task.send still works|end 0 nil",
+        r"\0\0|end 0 nil",
+        "describe x false false Task[method=describe, answered=false]"
+        "|end 0 nil",
+        "a|b|c|end 0 nil",
+        "true 'plain'",
+        "false 1 'java.lang.IllegalStateException: 'answerStream' was "
+        "called with runtime:answerStream(), not runtime:__stream(): it has "
+        "no stream'",
+    ]
+    srv.wait_log(r"\[error\] .*nonblocking.ffi: the handler of a 'fail' "
+                 r"call failed\njava.lang.IllegalStateException: failed "
+                 r"midway\n\s+at jtest.Streams.handle")
+    srv.wait_log(r"\[info\] .*jtest.streams: send after respond: "
+                 r"java.lang.IllegalStateException: task already answered")
+    srv.wait_log(r"\[info\] .*jtest.streams: write after close: "
+                 r"java.io.IOException: the answer stream of 'closedOut' "
+                 r"was closed")
+    # no stack trace for an NffiException
+    assert "stopped at 2\n" not in srv.log()
+
+
+def test_stream_window_holds_back_a_fast_producer(nginx):
+    srv = nginx(
+        main=java_main(),
+        http=GO_DICT,
+        server=STREAM_STATS + GO + java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.Streams,init"))
+        -- 64 KB chunks against a 256 KB window
+        local s = assert(rt:__stream("produce", "100,65536",
+                                     { window = 262144, timeout = 3600 }))
+        local first = assert(s:read())
+        ngx.say(#first)
+        ngx.flush(true)
+    """ + WAIT_FOR_GO + r"""
+        local total, i, ok = #first, 1, first == string.rep("\0", 65536)
+        while true do
+            local chunk, status = s:read()
+            if not chunk then ngx.say("status ", status) break end
+            ok = ok and chunk == string.rep(string.char(i % 256), 65536)
+            total, i = total + #chunk, i + 1
+        end
+        ngx.say("bytes ", total, " ", ok)
+    """,
+        ),
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port,
+                                      timeout=60 * SLOW)
+    conn.request("GET", "/t")
+    resp = conn.getresponse()
+    assert resp.readline().strip() == b"65536"
+    # one chunk read and four unread fill the window: the producer waits
+    # in its sixth send, and gets no further while nobody reads
+    waiting = ["sent=5", "sending=1"]
+    wait_for(lambda: srv.get("/stats").split()[:2] == waiting, 10,
+             "the producer to wait for the window")
+    assert srv.get("/stats").split()[:2] == waiting
+    srv.get("/go")
+    rest = resp.read().decode().splitlines()
+    conn.close()
+    assert rest == ["status 0", "bytes %d true" % (100 * 65536)]
+    assert srv.get("/stats").split()[:2] == ["sent=100", "sending=0"]
+
+
+def test_a_closed_stream_is_seen_by_the_handler_and_still_answered(nginx):
+    srv = nginx(
+        main=java_main(),
+        server=STREAM_STATS + java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.Streams,init"))
+        local s
+        if ngx.var.arg_how == "send" then
+            -- the handler waits in a send: the window is full
+            s = assert(rt:__stream("produce", "1000,65536"))
+            assert(s:read())
+        else
+            -- the handler waits in a read: nothing more comes
+            s = assert(rt:__stream("sink"))
+            assert(s:write("x"))
+        end
+        show(s:close())
+        show(s:read())
+    """,
+        ) + java_location(
+            "/client",
+            r"""
+        local rt = assert(jload("jtest.Streams,init"))
+        local s = assert(rt:__stream("produce", "100000,1000"))
+        while true do
+            local chunk = s:read()
+            if not chunk then break end
+            ngx.print(chunk)
+            if not ngx.flush(true) then break end
+        end
+    """,
+            extra="lua_check_client_abort on;",
+        ),
+    )
+    for n, how in enumerate(["send", "read"], 1):
+        assert srv.get("/t?how=" + how).splitlines() == [
+            "true", "nil 'closed'"]
+        wait_for(lambda: stream_stat(srv, "closed") == n, 10,
+                 "the handler to see the stream closed in a " + how)
+        # the Server answered the task (the answer is dropped)
+        wait_for(lambda: srv.get("/pending").strip() == "0", 10,
+                 "the task to be answered")
+    srv.wait_log(r"\[info\] .*jtest.streams: closed seen in produce: "
+                 r"stream closed: the Lua side gave up")
+    srv.wait_log(r"\[info\] .*jtest.streams: closed seen in sink")
+    srv.wait_log(r"\[info\] .*nonblocking.ffi: the Lua side of a 'sink' "
+                 r"stream gave up")
+
+    # a client that goes away closes the stream of its request
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    sock.sendall(b"GET /client HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(100)
+    sock.close()
+    wait_for(lambda: stream_stat(srv, "closed") == 3, 20,
+             "the handler to see its client gone")
+    wait_for(lambda: srv.get("/pending").strip() == "0", 10,
+             "the task to be answered")
+    assert stream_stat(srv, "sending") == 0
+
+
+def test_an_answer_during_a_send_of_another_thread_waits_for_it(nginx):
+    srv = nginx(
+        main=java_main(),
+        http=GO_DICT,
+        server=STREAM_STATS + GO + java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.Streams,init"))
+        -- 4 chunks fill the window; a thread of the handler sends more
+        local s = assert(rt:__stream("detached", "100,1000,4",
+                                     { window = 4000 }))
+    """ + WAIT_FOR_GO + r"""
+        local chunks = {}
+        while true do
+            local chunk, status, msg = s:read()
+            if not chunk then
+                chunks[#chunks + 1] = "end " .. tostring(status)
+                break
+            end
+            chunks[#chunks + 1] = #chunk
+        end
+        ngx.say(table.concat(chunks, " "))
+    """,
+        ),
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port,
+                                      timeout=60 * SLOW)
+    conn.request("GET", "/t")
+    # the handler returned (the Server answers) while its thread sends
+    srv.wait_log(r"jtest.streams: detached: the handler returns after 4")
+    srv.get("/go")
+    out = conn.getresponse().read().decode().strip()
+    conn.close()
+    # the send that waited when the answer came went through (unless the
+    # answer came first), then the answer ended the stream
+    thrown = (r"detached: java.lang.IllegalStateException: task already "
+              r"answered after (\d+)")
+    srv.wait_log(thrown)
+    sent = int(re.search(thrown, srv.log()).group(1))
+    assert sent in (4, 5)
+    assert out == " ".join(["1000"] * sent + ["end 0"])
+    wait_for(lambda: srv.get("/pending").strip() == "0", 10,
+             "the task to be answered")
+
+
+@pytest.mark.skipif(NEWER_JDK is None,
+                    reason="no JDK 21 or later in /usr/lib/jvm")
+def test_streams_run_on_platform_threads_beside_virtual_ones(nginx):
+    srv = nginx(
+        main=java_main(extra="env JAVA_HOME=%s;" % NEWER_JDK),
+        server=java_location(
+            "/t",
+            r"""
+        local rt = assert(jload("jtest.Streams,init"))
+        show(assert(rt:__stream("thread")):read())
+        -- more streams waiting in a send than the machine has cores: a
+        -- blocked native call pins a virtual thread's carrier, so on
+        -- virtual threads they would stop every other virtual thread
+        local streams = {}
+        for i = 1, 8 do
+            streams[i] = assert(rt:__stream("produce", "1000,65536"))
+            assert(streams[i]:read())
+        end
+        local plain = assert(jload("jtest.TestRuntime,init"))
+        local ok, thread = plain:thread()
+        ngx.say(ok, " ", thread:match("^VirtualThread") ~= nil)
+        for i = 1, 8 do streams[i]:close() end
+    """,
+        ),
+    )
+    lines = srv.get("/t").splitlines()
+    assert re.match(r"^'Thread\[#\d+,nffi-\d+-stream-0,", lines[0]), lines
+    assert lines[1:] == ["true true"]

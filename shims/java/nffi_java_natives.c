@@ -35,7 +35,16 @@ static void JNICALL nffi_java_log_message(JNIEnv *env, jclass cls,
 static jint JNICALL nffi_java_abi_version(JNIEnv *env, jclass cls);
 static void JNICALL nffi_java_init_error(JNIEnv *env, jclass cls,
     jlong queue, jbyteArray reason);
+static jboolean JNICALL nffi_java_is_stream(JNIEnv *env, jclass cls,
+    jlong task);
+static void JNICALL nffi_java_stream_send(JNIEnv *env, jclass cls,
+    jlong task, jbyteArray data, jint off, jint len);
+static jbyteArray JNICALL nffi_java_stream_read(JNIEnv *env, jclass cls,
+    jlong task);
 static jbyteArray nffi_java_bytes(JNIEnv *env, const char *p, int len);
+static void nffi_java_stream_failed(JNIEnv *env, int rc, const char *what);
+static void nffi_java_throw(JNIEnv *env, const char *name,
+    const char *message);
 
 
 static JNINativeMethod  nffi_java_natives[] = {
@@ -48,6 +57,9 @@ static JNINativeMethod  nffi_java_natives[] = {
     { "log", "(I[B)V", (void *) nffi_java_log_message },
     { "abiVersion", "()I", (void *) nffi_java_abi_version },
     { "initError", "(J[B)V", (void *) nffi_java_init_error },
+    { "isStream", "(J)Z", (void *) nffi_java_is_stream },
+    { "streamSend", "(J[BII)V", (void *) nffi_java_stream_send },
+    { "streamRead", "(J)[B", (void *) nffi_java_stream_read },
 };
 
 
@@ -245,4 +257,126 @@ nffi_java_init_error(JNIEnv *env, jclass cls, jlong queue, jbyteArray reason)
                                             len);
 
     free(text);
+}
+
+
+static jboolean JNICALL
+nffi_java_is_stream(JNIEnv *env, jclass cls, jlong task)
+{
+    return ngx_http_lua_nonblocking_ffi_task_is_stream(
+               (void *) (intptr_t) task) ? JNI_TRUE : JNI_FALSE;
+}
+
+
+/*
+ * One chunk of the answer: data[off, off + len), bounds checked by Task.
+ * The bytes are copied before the send may block on the window, so no
+ * array stays pinned and the garbage collector never waits for this.
+ */
+
+static void JNICALL
+nffi_java_stream_send(JNIEnv *env, jclass cls, jlong task, jbyteArray data,
+    jint off, jint len)
+{
+    int    rc;
+    char  *chunk;
+
+    /* len 0 with a chunk would mean a NUL-terminated string to the ABI */
+    if (len <= 0) {
+        return;
+    }
+
+    chunk = malloc(len);
+    if (chunk == NULL) {
+        nffi_java_throw(env, "java/lang/OutOfMemoryError",
+                        "no memory for a chunk of a stream");
+        return;
+    }
+
+    (*env)->GetByteArrayRegion(env, data, off, len, (jbyte *) chunk);
+
+    /* an ArrayIndexOutOfBoundsException is pending: nothing to send */
+    if ((*env)->ExceptionCheck(env)) {
+        free(chunk);
+        return;
+    }
+
+    /* the module owns chunk from here on, whatever the result */
+    rc = ngx_http_lua_nonblocking_ffi_stream_send((void *) (intptr_t) task,
+                                                  chunk, len);
+
+    if (rc != NONBLOCKING_FFI_STREAM_OK) {
+        nffi_java_stream_failed(env, rc, "send");
+    }
+}
+
+
+/* the next chunk Lua wrote, or null once Lua called close_write() */
+
+static jbyteArray JNICALL
+nffi_java_stream_read(JNIEnv *env, jclass cls, jlong task)
+{
+    int         rc, len;
+    char       *chunk;
+    jbyteArray  bytes;
+
+    chunk = NULL;
+    len = 0;
+
+    rc = ngx_http_lua_nonblocking_ffi_stream_read((void *) (intptr_t) task,
+                                                  &chunk, &len);
+
+    if (rc == NONBLOCKING_FFI_STREAM_END) {
+        return NULL;
+    }
+
+    if (rc != NONBLOCKING_FFI_STREAM_OK) {
+        nffi_java_stream_failed(env, rc, "read");
+        return NULL;
+    }
+
+    bytes = nffi_java_bytes(env, chunk, len);
+    free(chunk);
+
+    return bytes;
+}
+
+
+/*
+ * CLOSED is the caller's business (Lua gave up): a checked exception of
+ * its own.  ERROR is a bug of the API (Task checks what the module would
+ * refuse), so it is an IllegalStateException.
+ */
+
+static void
+nffi_java_stream_failed(JNIEnv *env, int rc, const char *what)
+{
+    char  message[96];
+
+    if (rc == NONBLOCKING_FFI_STREAM_CLOSED) {
+        nffi_java_throw(env, "nonblocking/ffi/StreamClosedException",
+                        "stream closed: the Lua side gave up (timeout, "
+                        "client gone or stream:close())");
+        return;
+    }
+
+    snprintf(message, sizeof(message),
+             "nonblocking_ffi stream_%s failed with %d (see the error log)",
+             what, rc);
+    nffi_java_throw(env, "java/lang/IllegalStateException", message);
+}
+
+
+static void
+nffi_java_throw(JNIEnv *env, const char *name, const char *message)
+{
+    jclass  cls;
+
+    /* found through the class loader of Native, the caller */
+    cls = (*env)->FindClass(env, name);
+
+    /* NULL: a NoClassDefFoundError is pending instead */
+    if (cls != NULL) {
+        (*env)->ThrowNew(env, cls, message);
+    }
 }

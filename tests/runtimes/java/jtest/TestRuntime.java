@@ -70,6 +70,17 @@ public final class TestRuntime {
                 return bytes(Long.toString(Runtime.getRuntime().maxMemory() >> 20));
             case "thread":
                 return bytes(Thread.currentThread().toString());
+            case "answerStream":
+                task.answerStream();
+                return bytes("no exception");
+            case "maybeStream":
+                // a plain Handler may stream too: its result is the last chunk
+                if (task.isStream()) {
+                    task.send(bytes("a"));
+                    task.answerStream().write(bytes("b"));
+                    return bytes("c");
+                }
+                return bytes("plain");
             case "marker":
                 return bytes(System.getProperty("jtest.marker", "none"));
             case "cancelled":

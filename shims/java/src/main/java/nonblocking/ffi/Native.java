@@ -35,4 +35,17 @@ final class Native {
 
     /** Gives the Lua caller of a failing load the reason (ABI 2). */
     static native void initError(long queue, byte[] reason);
+
+    /** True for a task of runtime:__stream() (ABI 4). */
+    static native boolean isStream(long task);
+
+    /**
+     * Sends data[off, off + len) as one chunk of the answer, waiting while
+     * the window is full; nothing for len 0.
+     */
+    static native void streamSend(long task, byte[] data, int off, int len)
+            throws StreamClosedException;
+
+    /** The next chunk Lua wrote, waiting for it; null once Lua wrote no more. */
+    static native byte[] streamRead(long task) throws StreamClosedException;
 }

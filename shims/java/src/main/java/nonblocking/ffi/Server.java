@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-2-Clause
 package nonblocking.ffi;
 
+import java.io.OutputStream;
 import java.lang.reflect.Method;
 import java.util.List;
 import java.util.Objects;
@@ -32,9 +33,10 @@ import java.util.logging.Logger;
  * them (21+), else a pool of {@code threads} daemon threads. An async
  * handler runs on the poll thread and answers when its future completes.
  * A handler's exception answers the call with rc != 0; it never ends a
- * poll thread. Once the runtime is unloaded and every call taken was
- * answered (futures included), the default executor shuts down and onStop
- * runs.
+ * poll thread. A stream handler ({@link #serveStreams}) answers
+ * runtime:__stream() calls in chunks, by default each on a platform thread.
+ * Once the runtime is unloaded and every call taken was answered (futures
+ * included), the default executor shuts down and onStop runs.
  */
 public final class Server {
 
@@ -43,6 +45,7 @@ public final class Server {
 
     private final Queue queue;
     private final Handler handler;
+    private final StreamHandler streamHandler;
     private final AsyncHandler asyncHandler;
     private final Executor executor;
     private final ExecutorService ownExecutor;
@@ -52,9 +55,11 @@ public final class Server {
     private final AtomicInteger busy = new AtomicInteger();
     private final CountDownLatch stopped = new CountDownLatch(1);
 
-    private Server(Builder b, Handler handler, AsyncHandler asyncHandler) {
+    private Server(Builder b, Handler handler, StreamHandler streamHandler,
+            AsyncHandler asyncHandler) {
         this.queue = b.queue;
         this.handler = handler;
+        this.streamHandler = streamHandler;
         this.asyncHandler = asyncHandler;
         this.onStop = b.onStop;
         this.batch = b.batch;
@@ -62,6 +67,9 @@ public final class Server {
         if (b.executor != null || asyncHandler != null) {
             this.executor = b.executor;
             this.ownExecutor = null;
+        } else if (streamHandler != null) {
+            this.ownExecutor = streamExecutor("nffi-" + id + "-stream-");
+            this.executor = ownExecutor;
         } else {
             this.ownExecutor = defaultExecutor(b.threads, "nffi-" + id + "-worker-");
             this.executor = ownExecutor;
@@ -82,6 +90,11 @@ public final class Server {
     /** {@code builder(queue).executor(executor).serve(handler)}. */
     public static Server serve(Queue queue, Handler handler, Executor executor) {
         return builder(queue).executor(executor).serve(handler);
+    }
+
+    /** {@code builder(queue).serveStreams(handler)} with the defaults. */
+    public static Server serveStreams(Queue queue, StreamHandler handler) {
+        return builder(queue).serveStreams(handler);
     }
 
     /** {@code builder(queue).serveAsync(handler)} with the defaults. */
@@ -150,11 +163,22 @@ public final class Server {
         }
 
         public Server serve(Handler handler) {
-            return new Server(this, Objects.requireNonNull(handler, "handler"), null);
+            return new Server(this, Objects.requireNonNull(handler, "handler"), null, null);
+        }
+
+        /**
+         * Serves runtime:__stream() calls; ordinary calls are answered
+         * with rc 1 and a message that says so. Without an executor, each
+         * stream runs on a platform thread of its own (reused): a stream
+         * waits in native calls, which would pin a virtual thread's
+         * carrier.
+         */
+        public Server serveStreams(StreamHandler handler) {
+            return new Server(this, null, Objects.requireNonNull(handler, "handler"), null);
         }
 
         public Server serveAsync(AsyncHandler handler) {
-            return new Server(this, null, Objects.requireNonNull(handler, "handler"));
+            return new Server(this, null, null, Objects.requireNonNull(handler, "handler"));
         }
     }
 
@@ -216,12 +240,27 @@ public final class Server {
 
     private void run(Task task) {
         try {
-            answer(task, handler.handle(task));
+            if (streamHandler != null) {
+                stream(task);
+            } else {
+                answer(task, handler.handle(task));
+            }
         } catch (Throwable e) {
             fail(task, e);
         } finally {
             done();
         }
+    }
+
+    private void stream(Task task) throws Exception {
+        if (!task.isStream()) {
+            task.respond(1, "'" + task.method() + "' answers in a stream: call it with"
+                    + " runtime:__stream(\"" + task.method() + "\", req)");
+            return;
+        }
+        OutputStream out = task.answerStream();
+        streamHandler.handle(task, out);
+        answer(task, null);
     }
 
     private void runAsync(Task task) {
@@ -269,6 +308,9 @@ public final class Server {
         if (error instanceof NffiException) {
             rc = ((NffiException) error).rc();
             text = error.getMessage();
+        } else if (error instanceof StreamClosedException) {
+            // no failure of the runtime: nginx logs a client gone at info
+            LOG.info("the Lua side of a '" + task.method() + "' stream gave up");
         } else {
             LOG.log(Level.SEVERE, "the handler of a '" + task.method() + "' call failed", error);
         }
@@ -298,6 +340,11 @@ public final class Server {
         }
     }
 
+    /** A thread for each stream in progress: max_queue bounds them. */
+    private static ExecutorService streamExecutor(String prefix) {
+        return Executors.newCachedThreadPool(daemonThreads(prefix));
+    }
+
     private static ExecutorService defaultExecutor(int threads, String prefix) {
         try {
             Method virtual = Executors.class.getMethod("newVirtualThreadPerTaskExecutor");
@@ -305,12 +352,15 @@ public final class Server {
         } catch (ReflectiveOperationException e) {
             // Java 17 to 20: no virtual threads
         }
+        return Executors.newFixedThreadPool(threads, daemonThreads(prefix));
+    }
+
+    private static ThreadFactory daemonThreads(String prefix) {
         AtomicInteger n = new AtomicInteger();
-        ThreadFactory factory = r -> {
+        return r -> {
             Thread t = new Thread(r, prefix + n.getAndIncrement());
             t.setDaemon(true);
             return t;
         };
-        return Executors.newFixedThreadPool(threads, factory);
     }
 }
