@@ -18,7 +18,8 @@ import pytest
 from conftest import location
 from harness import (MEMCHECK, NOT_HERE, check_signals_reach_nginx, free_port,
                      wait_for)
-from services_go import GO_LIB, etcd, go_libs  # noqa: F401 (fixtures)
+from services_go import (GO_LIB, demo_location, etcd,  # noqa: F401 (fixtures)
+                         go_libs)
 # Lua that reads a stream to its end: each chunk's length and first byte,
 # then the final status
 from test_streams import READ_ALL
@@ -361,6 +362,83 @@ def test_etcd_watch_is_cancelled_when_the_caller_gives_up(
         ngx.say(must(rt:get('{"key":"/t3/never"}')):match('"value":"(%w+)"'))
     """, etcd.endpoint, golib))
     assert srv.get("/t").splitlines() == ["false 'timeout'", "0", "v"]
+
+
+def read_events(resp, n):
+    """The next n server-sent events of resp: (id, data) pairs."""
+    events, fields = [], {}
+    while len(events) < n:
+        line = resp.readline().decode()
+        assert line, "the event stream ended after %r" % events
+        line = line.rstrip("\n")
+        if line == "":
+            if "data" in fields:
+                events.append((fields.get("id"), json.loads(fields["data"])))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+def test_etcd_watch_as_server_sent_events(nginx, golib, etcd):  # noqa: F811
+    """The demo's /go/etcd/events, as make run serves it: the changes
+    under a prefix arrive in order, an EventSource resumes after its
+    Last-Event-ID, and a client going away cancels the watch in Go and
+    in etcd."""
+    srv = nginx(server=demo_location(
+        "/go/etcd/events", ETCD_PORT=etcd.endpoint.split(":")[1]) +
+        location("/pending", go(r"""
+            local rt = assert(ngx.load_nonblocking_ffi(GO,
+                'etcd,{"endpoints":["127.0.0.1:%s"]}'))
+            ngx.print(rt:__pending())
+        """ % etcd.endpoint.split(":")[1], golib)))
+    # watchers of earlier tests' nginx go away with their connections
+    wait_for(lambda: etcd.watchers() == 0, 10, "etcd to have no watcher")
+
+    # from the next revision on, however soon the puts come; the headers
+    # come at once, not with the first event or the first idle comment
+    # (15 s)
+    start = etcd.revision()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/go/etcd/events?prefix=/t6/",
+                 headers={"Last-Event-ID": str(start)})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Type") == "text/event-stream"
+    etcd.v3("kv/put", key="/t6/a", value="1")
+    etcd.v3("kv/put", key="/other", value="not under the prefix")
+    etcd.v3("kv/put", key="/t6/b", value="2")
+    etcd.v3("kv/put", key="/t6/a", value="3")
+    etcd.v3("kv/deleterange", key="/t6/b")
+    events = read_events(resp, 4)
+    assert events == [
+        (str(start + 1), {"type": "PUT", "key": "/t6/a", "value": "1",
+                          "mod_revision": start + 1}),
+        (str(start + 3), {"type": "PUT", "key": "/t6/b", "value": "2",
+                          "mod_revision": start + 3}),
+        (str(start + 4), {"type": "PUT", "key": "/t6/a", "value": "3",
+                          "mod_revision": start + 4}),
+        (str(start + 5), {"type": "DELETE", "key": "/t6/b", "value": "",
+                          "mod_revision": start + 5}),
+    ]
+    assert etcd.watchers() == 1 and srv.get("/pending") == "1"
+
+    # an EventSource that reconnects sends the last id it saw: the events
+    # after it come from etcd's history
+    again = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    again.request("GET", "/go/etcd/events?prefix=/t6/",
+                  headers={"Last-Event-ID": events[1][0]})
+    assert read_events(again.getresponse(), 2) == events[2:]
+    again.close()
+    wait_for(lambda: etcd.watchers() == 1, 10,
+             "the watch of the closed connection to end")
+
+    conn.close()
+    wait_for(lambda: etcd.watchers() == 0, 10,
+             "etcd to see the watch cancelled")
+    wait_for(lambda: srv.get("/pending") == "0", 10,
+             "the Go handler to answer its stream")
 
 
 def test_etcd_unreachable_is_an_error_not_a_hang(nginx, golib):
