@@ -12,6 +12,7 @@ whatever the outcome of the test.
 """
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -108,6 +109,20 @@ class Demo:
             return conn.getresponse().read().decode()
         except OSError:
             return None
+        finally:
+            conn.close()
+
+    def first_event(self, path, last_event_id):
+        """The lines of the first server-sent event of path."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path,
+                         headers={"Last-Event-ID": str(last_event_id)})
+            resp = conn.getresponse()
+            lines = []
+            while not lines or lines[-1]:
+                lines.append(resp.readline().decode().rstrip("\n"))
+            return lines[:-1]
         finally:
             conn.close()
 
@@ -214,7 +229,14 @@ def test_demo_answers_like_the_readme_says(demo):
     # etcd starts beside nginx: the first put may come before it is up
     wait_for(lambda: (get("/go/etcd/put?key=/demo/a&value=1") or "")
              .startswith("{"), 30, "etcd through the demo")
-    assert '"value":"1"' in get("/go/etcd/get?key=/demo/a")
+    got = json.loads(get("/go/etcd/get?key=/demo/a"))
+    assert got["value"] == "1"
+    # the watch as server-sent events, resumed before that put
+    assert demo.first_event("/go/etcd/events?prefix=/demo/",
+                            got["mod_revision"] - 1) == [
+        "id: %d" % got["mod_revision"],
+        'data: {"type":"PUT","key":"/demo/a","value":"1","mod_revision":%d}'
+        % got["mod_revision"]]
 
     # a graceful stop ends nginx, its workers and etcd within the deadline
     assert demo.stop() == []

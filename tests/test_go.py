@@ -7,15 +7,22 @@ Go library into an nginx: lib_nonblocking_ffi_go.so (handlers echo, etcd,
 selftest), or, in an nginx of its own, the seed-style raw runtime.
 """
 
+import http.client
 import json
 import os
+import socket
 import threading
 
 import pytest
 
 from conftest import location
-from harness import MEMCHECK, NOT_HERE, check_signals_reach_nginx, free_port
-from services_go import GO_LIB, etcd, go_libs  # noqa: F401 (fixtures)
+from harness import (MEMCHECK, NOT_HERE, check_signals_reach_nginx, free_port,
+                     wait_for)
+from services_go import (GO_LIB, demo_location, etcd,  # noqa: F401 (fixtures)
+                         go_libs)
+# Lua that reads a stream to its end: each chunk's length and first byte,
+# then the final status
+from test_streams import READ_ALL
 
 # Seen here: under memcheck the Go calls still work, but valgrind reports
 # hundreds of invalid reads and writes inside the Go runtime itself (its
@@ -357,6 +364,83 @@ def test_etcd_watch_is_cancelled_when_the_caller_gives_up(
     assert srv.get("/t").splitlines() == ["false 'timeout'", "0", "v"]
 
 
+def read_events(resp, n):
+    """The next n server-sent events of resp: (id, data) pairs."""
+    events, fields = [], {}
+    while len(events) < n:
+        line = resp.readline().decode()
+        assert line, "the event stream ended after %r" % events
+        line = line.rstrip("\n")
+        if line == "":
+            if "data" in fields:
+                events.append((fields.get("id"), json.loads(fields["data"])))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+def test_etcd_watch_as_server_sent_events(nginx, golib, etcd):  # noqa: F811
+    """The demo's /go/etcd/events, as make run serves it: the changes
+    under a prefix arrive in order, an EventSource resumes after its
+    Last-Event-ID, and a client going away cancels the watch in Go and
+    in etcd."""
+    srv = nginx(server=demo_location(
+        "/go/etcd/events", ETCD_PORT=etcd.endpoint.split(":")[1]) +
+        location("/pending", go(r"""
+            local rt = assert(ngx.load_nonblocking_ffi(GO,
+                'etcd,{"endpoints":["127.0.0.1:%s"]}'))
+            ngx.print(rt:__pending())
+        """ % etcd.endpoint.split(":")[1], golib)))
+    # watchers of earlier tests' nginx go away with their connections
+    wait_for(lambda: etcd.watchers() == 0, 10, "etcd to have no watcher")
+
+    # from the next revision on, however soon the puts come; the headers
+    # come at once, not with the first event or the first idle comment
+    # (15 s)
+    start = etcd.revision()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/go/etcd/events?prefix=/t6/",
+                 headers={"Last-Event-ID": str(start)})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Type") == "text/event-stream"
+    etcd.v3("kv/put", key="/t6/a", value="1")
+    etcd.v3("kv/put", key="/other", value="not under the prefix")
+    etcd.v3("kv/put", key="/t6/b", value="2")
+    etcd.v3("kv/put", key="/t6/a", value="3")
+    etcd.v3("kv/deleterange", key="/t6/b")
+    events = read_events(resp, 4)
+    assert events == [
+        (str(start + 1), {"type": "PUT", "key": "/t6/a", "value": "1",
+                          "mod_revision": start + 1}),
+        (str(start + 3), {"type": "PUT", "key": "/t6/b", "value": "2",
+                          "mod_revision": start + 3}),
+        (str(start + 4), {"type": "PUT", "key": "/t6/a", "value": "3",
+                          "mod_revision": start + 4}),
+        (str(start + 5), {"type": "DELETE", "key": "/t6/b", "value": "",
+                          "mod_revision": start + 5}),
+    ]
+    assert etcd.watchers() == 1 and srv.get("/pending") == "1"
+
+    # an EventSource that reconnects sends the last id it saw: the events
+    # after it come from etcd's history
+    again = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    again.request("GET", "/go/etcd/events?prefix=/t6/",
+                  headers={"Last-Event-ID": events[1][0]})
+    assert read_events(again.getresponse(), 2) == events[2:]
+    again.close()
+    wait_for(lambda: etcd.watchers() == 1, 10,
+             "the watch of the closed connection to end")
+
+    conn.close()
+    wait_for(lambda: etcd.watchers() == 0, 10,
+             "etcd to see the watch cancelled")
+    wait_for(lambda: srv.get("/pending") == "0", 10,
+             "the Go handler to answer its stream")
+
+
 def test_etcd_unreachable_is_an_error_not_a_hang(nginx, golib):
     srv = nginx(server=location("/t", go(r"""
         local rt = assert(ngx.load_nonblocking_ffi(GO,
@@ -365,6 +449,172 @@ def test_etcd_unreachable_is_an_error_not_a_hang(nginx, golib):
     """ % free_port(), golib)))
     line = srv.get("/t").strip()
     assert line.startswith("false 1 'etcd: context deadline exceeded"), line
+
+
+# --- streams (rt:__stream) ---------------------------------------------------
+
+def stream_stats(srv):
+    """What the selftest's streams saw (its stream_stats), through /stats."""
+    return json.loads(srv.get("/stats"))
+
+
+SELFTEST_STATS = location("/stats", go(r"""
+    local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
+    local ok, res = rt:stream_stats()
+    ngx.print(res)
+""", GO_LIB))
+
+
+def test_streams_chunks_errors_and_the_two_kinds_of_call(nginx, golib):
+    srv = nginx(server=location("/t", go(READ_ALL + r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
+        ngx.say(read_all(assert(rt:__stream("count", "3,5"))))
+        ngx.say(read_all(assert(rt:__stream("count", "x"))))
+        ngx.say(read_all(assert(rt:__stream("stream_error"))))
+        ngx.say(read_all(assert(rt:__stream("stream_panic"))))
+        ngx.say(read_all(assert(rt:__stream("nope"))))
+        -- a stream method called as an ordinary call is refused
+        show(rt:count("3,5"))
+        -- an ordinary method streamed: its answer is the one chunk
+        local s = assert(rt:__stream("echo", "a\0b"))
+        show(s:read())
+        show(s:read())
+        -- and so it is for a handler that knows nothing of streams
+        local echo = assert(ngx.load_nonblocking_ffi(GO, "echo"))
+        s = assert(echo:__stream("any", "whole"))
+        show(s:read())
+        show(s:read())
+        show(rt:echo("alive"))
+    """, golib)))
+    assert srv.get("/t").splitlines() == [
+        "5a,5b,5c,end 0 nil",
+        "end 400 count wants n,size[,ms]",
+        "7p,end 7 failed midway",
+        "7p,end 2 panic: stream boom",
+        "end 404 unknown method nope",
+        "false 405 'method count answers streams only: call it with "
+        "rt:__stream(\"count\", req)'",
+        "'a\x00b'",
+        "nil 0",
+        "'whole'",
+        "nil 0",
+        "true 'alive'",
+    ]
+    srv.wait_log(r'\[error\] .*nffi: handler panicked in method '
+                 r'"stream_panic": stream boom\ngoroutine \d+ \[running\]')
+
+
+def test_streams_both_ways_binary_safe(nginx, golib):
+    srv = nginx(server=location("/t", go(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
+        -- Lua's chunks echoed back, one for one, through small windows:
+        -- neither side may finish alone
+        local s = assert(rt:__stream("stream_echo", nil, { window = 8192 }))
+        local sent = {}
+        local writer = ngx.thread.spawn(function()
+            for i = 1, 60 do
+                local c = {}
+                for j = 0, 255 do c[#c + 1] = string.char((i + j) % 256) end
+                sent[i] = string.rep(table.concat(c), i)
+                assert(s:write(sent[i]))
+            end
+            -- larger than the window: it passes alone
+            sent[61] = string.rep("\0", 3 * 1024 * 1024)
+            assert(s:write(sent[61]))
+            assert(s:close_write())
+            return true
+        end)
+        local got, same = {}, true
+        while true do
+            local chunk, rc, msg = s:read()
+            if not chunk then ngx.say("end ", rc, " ", msg) break end
+            got[#got + 1] = chunk
+            same = same and chunk == sent[#got]
+        end
+        ngx.say(#got, " ", same, " ", select(2, ngx.thread.wait(writer)))
+        -- io.Copy of what Lua writes, to its end
+        s = assert(rt:__stream("sink"))
+        for i = 1, 10 do assert(s:write(string.rep("x", 1000))) end
+        assert(s:close_write())
+        show(s:read())
+        show(s:read())
+    """, golib)))
+    assert srv.get("/t").splitlines() == [
+        "end 0 nil", "61 true true", "'read 10000 bytes'", "nil 0"]
+
+
+def test_stream_window_bounds_go_and_delays_no_call(nginx, golib):
+    """A Go producer faster than Lua waits in its Write (a blocking call
+    into the module) while the window is full, and every other call goes
+    through meanwhile; Lua closing the stream ends the Write with
+    ErrClosed and cancels the handler's ctx."""
+    srv = nginx(http="lua_shared_dict test 1m;", server=SELFTEST_STATS +
+                location("/go", "ngx.shared.test:set('go', true)") +
+                location("/t", go(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
+        -- 64 KB chunks against a 256 KB window
+        local s = assert(rt:__stream("flood", "65536",
+                                     { window = 262144, timeout = 3600 }))
+        ngx.say(#assert(s:read()))
+        ngx.flush(true)
+        while not ngx.shared.test:get("go") do ngx.sleep(0.01) end
+        -- the flood still waits in its Write: calls go through
+        ngx.say(count_true(20, function(i)
+            local ok, res = rt:echo("x" .. i)
+            return ok and res == "x" .. i
+        end))
+        show(s:close())
+        show(s:read())
+    """, golib)))
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request("GET", "/t")
+    resp = conn.getresponse()
+    assert resp.readline().strip() == b"65536"
+    # one chunk read: the producer sent what the window holds and waits
+    wait_for(lambda: stream_stats(srv)["writing"] == 1 and
+             stream_stats(srv)["sent"] >= 262144 // 65536, 10,
+             "the Go producer to wait for the window")
+    before = stream_stats(srv)
+    assert before["sent"] <= 1 + 262144 // 65536
+    assert before["running"] == 1 and before["closed"] == 0
+    srv.get("/go")
+    assert resp.read().decode().splitlines() == ["20", "true", "nil 'closed'"]
+    conn.close()
+    wait_for(lambda: stream_stats(srv)["running"] == 0, 10,
+             "the flood to end")
+    after = stream_stats(srv)
+    assert after["closed"] == 1 and after["gone"] == 1
+    assert after["sent"] <= 1 + 262144 // 65536
+
+
+@pytest.mark.parametrize("method", ["flood", "idle"])
+def test_a_client_that_goes_away_ends_its_go_stream(nginx, golib, method):
+    """flood is in a Write when the client goes (ErrClosed), idle waits on
+    its ctx (cancelled, the cause ErrCallerGone)."""
+    srv = nginx(server=SELFTEST_STATS + location("/t", go(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
+        local s = assert(rt:__stream(ngx.var.arg_m, "1000",
+                                     { timeout = 3600 }))
+        ngx.print("open\n")
+        ngx.flush(true)
+        while true do
+            local chunk = s:read()
+            if not chunk then break end
+            ngx.print(chunk)
+            if not ngx.flush(true) then break end
+        end
+    """, golib), extra="lua_check_client_abort on;"))
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    sock.sendall(b"GET /t?m=%s HTTP/1.1\r\nHost: x\r\n\r\n" % method.encode())
+    assert b"open" in sock.recv(1000)
+    wait_for(lambda: stream_stats(srv)["running"] == 1, 10,
+             "the stream to run")
+    sock.close()
+    wait_for(lambda: stream_stats(srv)["running"] == 0, 10,
+             "the Go handler to end")
+    got = stream_stats(srv)
+    assert got["gone"] == 1
+    assert got["closed"] == (1 if method == "flood" else 0)
 
 
 # --- lifecycle -------------------------------------------------------------

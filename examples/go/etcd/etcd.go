@@ -25,6 +25,12 @@
 // absent.  Calling it again with the answer's next_revision misses
 // nothing in between.  When the caller gives up (the call's timeout), the
 // watch is cancelled.
+//
+// A stream of watch, rt:__stream("watch", req), relays the events as they
+// come, one JSON event per chunk, until Lua gives up (the client went
+// away, the stream timed out or was closed): then the watch is cancelled.
+//
+//	{"type":"PUT","key":"k","value":"v","mod_revision":7}
 package etcd
 
 import (
@@ -117,6 +123,43 @@ func logger() *zap.Logger {
 
 // ServeCall dispatches on the method name.
 func (e *client) ServeCall(ctx context.Context, method string, req []byte) ([]byte, error) {
+	r, err := parse(req)
+	if err != nil {
+		return nil, err
+	}
+
+	switch method {
+	case "put":
+		return e.put(ctx, r)
+	case "get":
+		return e.get(ctx, r)
+	case "delete":
+		return e.delete(ctx, r)
+	case "watch":
+		return e.watch(ctx, r)
+	}
+	return nil, nffi.Errorf(nffi.RCUnknownMethod, "unknown method %s", method)
+}
+
+// ServeStream relays a watch's events; the streams of other methods are
+// their call's answer, in one chunk.
+func (e *client) ServeStream(ctx context.Context, method string, req []byte, s *nffi.Stream) error {
+	if method != "watch" {
+		rsp, err := e.ServeCall(ctx, method, req)
+		if err == nil {
+			_, err = s.Write(rsp)
+		}
+		return err
+	}
+
+	r, err := parse(req)
+	if err != nil {
+		return err
+	}
+	return e.relay(ctx, r, s)
+}
+
+func parse(req []byte) (*request, error) {
 	var r request
 	if err := json.Unmarshal(req, &r); err != nil {
 		return nil, nffi.Errorf(RCBadRequest, "bad request: %v", err)
@@ -124,18 +167,7 @@ func (e *client) ServeCall(ctx context.Context, method string, req []byte) ([]by
 	if r.Key == "" {
 		return nil, nffi.Errorf(RCBadRequest, "bad request: no key")
 	}
-
-	switch method {
-	case "put":
-		return e.put(ctx, &r)
-	case "get":
-		return e.get(ctx, &r)
-	case "delete":
-		return e.delete(ctx, &r)
-	case "watch":
-		return e.watch(ctx, &r)
-	}
-	return nil, nffi.Errorf(nffi.RCUnknownMethod, "unknown method %s", method)
+	return &r, nil
 }
 
 // Close closes the client; Serve calls it when the runtime is unloaded.
@@ -205,12 +237,7 @@ func (e *client) delete(ctx context.Context, r *request) ([]byte, error) {
 	})
 }
 
-func (e *client) watch(ctx context.Context, r *request) ([]byte, error) {
-	// the watch ends with the call: when it is answered, or when the
-	// caller gives up (ctx is cancelled then)
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-
+func (r *request) watchOptions() []clientv3.OpOption {
 	var opts []clientv3.OpOption
 	if r.Prefix {
 		opts = append(opts, clientv3.WithPrefix())
@@ -218,8 +245,34 @@ func (e *client) watch(ctx context.Context, r *request) ([]byte, error) {
 	if r.StartRevision > 0 {
 		opts = append(opts, clientv3.WithRev(r.StartRevision))
 	}
+	return opts
+}
 
-	for rsp := range e.cli.Watch(ctx, r.Key, opts...) {
+func eventOf(ev *clientv3.Event) event {
+	return event{
+		Type:        ev.Type.String(),
+		Key:         string(ev.Kv.Key),
+		Value:       string(ev.Kv.Value),
+		ModRevision: ev.Kv.ModRevision,
+	}
+}
+
+// watchEnded is the error of a watch whose channel closed: its context
+// ended, or etcd closed it.
+func watchEnded(ctx context.Context) error {
+	if err := context.Cause(ctx); err != nil {
+		return failed(err)
+	}
+	return failed(errors.New("watch closed"))
+}
+
+func (e *client) watch(ctx context.Context, r *request) ([]byte, error) {
+	// the watch ends with the call: when it is answered, or when the
+	// caller gives up (ctx is cancelled then)
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+
+	for rsp := range e.cli.Watch(ctx, r.Key, r.watchOptions()...) {
 		if err := rsp.Err(); err != nil {
 			return nil, failed(err)
 		}
@@ -229,21 +282,36 @@ func (e *client) watch(ctx context.Context, r *request) ([]byte, error) {
 
 		events := make([]event, len(rsp.Events))
 		for i, ev := range rsp.Events {
-			events[i] = event{
-				Type:        ev.Type.String(),
-				Key:         string(ev.Kv.Key),
-				Value:       string(ev.Kv.Value),
-				ModRevision: ev.Kv.ModRevision,
-			}
+			events[i] = eventOf(ev)
 		}
 		return json.Marshal(map[string]any{
 			"events":        events,
 			"next_revision": events[len(events)-1].ModRevision + 1,
 		})
 	}
+	return nil, watchEnded(ctx)
+}
 
-	if err := context.Cause(ctx); err != nil {
-		return nil, failed(err)
+// relay writes each event of the watch as a chunk of s.  Lua giving up
+// ends it: a Write then returns nffi.ErrClosed, and ctx, which the watch
+// runs under, is cancelled, also while no event comes.
+func (e *client) relay(ctx context.Context, r *request, s *nffi.Stream) error {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+
+	for rsp := range e.cli.Watch(ctx, r.Key, r.watchOptions()...) {
+		if err := rsp.Err(); err != nil {
+			return failed(err)
+		}
+		for _, ev := range rsp.Events {
+			chunk, err := json.Marshal(eventOf(ev))
+			if err != nil {
+				return err
+			}
+			if _, err := s.Write(chunk); err != nil {
+				return err
+			}
+		}
 	}
-	return nil, failed(errors.New("watch closed"))
+	return watchEnded(ctx)
 }

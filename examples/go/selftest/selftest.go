@@ -22,6 +22,9 @@
 //	log      writes the request to the nginx error log at [notice]
 //	stats    JSON: inits of this handler in this process, pid, Go version
 //	remember_NAME  keeps its method name; recall: the names kept, in order
+//	stream_stats   JSON: what the streams of this process saw
+//
+// and stream methods (rt:__stream), listed in streams.go.
 package selftest
 
 import (
@@ -92,26 +95,32 @@ func New(cfg string) (nffi.Handler, error) {
 				"go": runtime.Version(),
 			})
 		},
+		"stream_stats": streamStatsJSON,
 	}
+	return &handler{Mux: nffi.Mux{Calls: methods, Streams: streams()}}, nil
+}
 
-	// remember_*: the method names a handler kept, as recall lists them
-	// (a name must stay intact after its call was answered)
-	var mu sync.Mutex
-	var kept []string
-	return nffi.HandlerFunc(func(ctx context.Context, method string, req []byte) ([]byte, error) {
-		switch {
-		case strings.HasPrefix(method, "remember_"):
-			mu.Lock()
-			kept = append(kept, method)
-			mu.Unlock()
-			return nil, nil
-		case method == "recall":
-			mu.Lock()
-			defer mu.Unlock()
-			return []byte(strings.Join(kept, " ")), nil
-		}
-		return methods.ServeCall(ctx, method, req)
-	}), nil
+// handler is a Mux, and keeps the names of remember_* calls, as recall
+// lists them (a name must stay intact after its call was answered).
+type handler struct {
+	nffi.Mux
+	mu   sync.Mutex
+	kept []string
+}
+
+func (h *handler) ServeCall(ctx context.Context, method string, req []byte) ([]byte, error) {
+	switch {
+	case strings.HasPrefix(method, "remember_"):
+		h.mu.Lock()
+		h.kept = append(h.kept, method)
+		h.mu.Unlock()
+		return nil, nil
+	case method == "recall":
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return []byte(strings.Join(h.kept, " ")), nil
+	}
+	return h.Mux.ServeCall(ctx, method, req)
 }
 
 func sleep(ctx context.Context, req []byte) ([]byte, error) {

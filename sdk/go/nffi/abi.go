@@ -23,10 +23,11 @@ typedef struct {
     const char  *method;
     int          req_len;
     int          method_len;
+    int          is_stream;
 } nffi_go_taken_t;
 
-// Waits for the next task of tq and reads its method and request into *t;
-// returns 0 once the runtime is unloaded and drained.
+// Waits for the next task of tq and reads its method, its request and its
+// kind into *t; returns 0 once the runtime is unloaded and drained.
 static int
 nffi_go_take(void *tq, nffi_go_taken_t *t)
 {
@@ -40,6 +41,7 @@ nffi_go_take(void *tq, nffi_go_taken_t *t)
     t->req = ngx_http_lua_nonblocking_ffi_get_req(task, &t->req_len);
     t->method = ngx_http_lua_nonblocking_ffi_get_method(task,
                                                         &t->method_len);
+    t->is_stream = ngx_http_lua_nonblocking_ffi_task_is_stream(task);
     return 1;
 }
 
@@ -71,10 +73,33 @@ nffi_go_answer(void *task, int rc, const char *data, int len, int is_nil,
 
     ngx_http_lua_nonblocking_ffi_respond(task, rc, p, len);
 }
+
+#define NFFI_GO_NO_MEMORY  (-100)
+
+// Sends a malloc'ed copy of len (> 0) bytes of data as a chunk of task's
+// answer, waiting while the window is full: the copy is the module's from
+// the call on, and data, Go's memory, is not kept.
+static int
+nffi_go_send(void *task, const char *data, int len)
+{
+    char  *p;
+
+    p = malloc((size_t) len);
+    if (p == NULL) {
+        return NFFI_GO_NO_MEMORY;
+    }
+
+    memcpy(p, data, len);
+
+    return ngx_http_lua_nonblocking_ffi_stream_send(task, p, len);
+}
 */
 import "C"
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -169,6 +194,7 @@ func (c *cgoTaker) take() task {
 	if r := c.taken.req; r != nil {
 		t.req = C.GoBytes(unsafe.Pointer(r), c.taken.req_len)
 	}
+	t.isStream = c.taken.is_stream != 0
 	return t
 }
 
@@ -177,12 +203,17 @@ func (c *cgoTaker) release() {
 	c.taken = nil
 }
 
-// takenTask is a Task whose method and request were read when it was
-// taken, in the same crossing into C.
+// takenTask is a Task whose method, request and kind were read when it
+// was taken, in the same crossing into C.
 type takenTask struct {
 	Task
-	method string
-	req    []byte
+	method   string
+	req      []byte
+	isStream bool
+}
+
+func (t *takenTask) IsStream() bool {
+	return t.isStream
 }
 
 func (t *takenTask) Method() string {
@@ -260,4 +291,79 @@ func (t *Task) Respond(rc int, data []byte) {
 		isNil = 1
 	}
 	C.nffi_go_answer(t.p, C.int(rc), p, C.int(len(data)), isNil, C.int(RCError))
+}
+
+// ErrClosed is what a stream's Send, Write and Read return once the Lua
+// side gave up on it (timeout, client gone, stream:close(), the stream
+// collected), and once its task is answered.
+var ErrClosed = errors.New("nffi: the stream is closed")
+
+// errNotStream: a stream call on a task that is no stream, or misused (the
+// module logs an [alert] with the details).
+var errNotStream = errors.New("nffi: not a stream task waiting for its " +
+	"answer (see the [alert] in the nginx error log)")
+
+// IsStream tells whether the task came from runtime:__stream() in Lua:
+// its answer may come in chunks (Send) and Lua may write chunks after the
+// request (ReadChunk).  An answered task is no stream.
+func (t *Task) IsStream() bool {
+	if t.answered.Load() {
+		return false
+	}
+	return C.ngx_http_lua_nonblocking_ffi_task_is_stream(t.p) != 0
+}
+
+// Send sends chunk, copied, as the next chunk of the answer of a stream
+// task, waiting while Lua holds a window of unread bytes.  An empty chunk
+// sends nothing.  The final Respond (with rc 0, its data is the last chunk)
+// still follows.  It returns ErrClosed once Lua gave up: stop, and Respond
+// anyway.  One goroutine at a time may Send on a task, before its Respond.
+func (t *Task) Send(chunk []byte) error {
+	if t.answered.Load() {
+		return ErrClosed
+	}
+	if len(chunk) == 0 {
+		return nil
+	}
+	if len(chunk) > math.MaxInt32 {
+		return errors.New("nffi: chunk larger than 2 GB")
+	}
+	rc := C.nffi_go_send(t.p, (*C.char)(unsafe.Pointer(&chunk[0])),
+		C.int(len(chunk)))
+	return streamError(rc)
+}
+
+// ReadChunk reads the next chunk Lua wrote with stream:write() on a stream
+// task, waiting until there is one.  It returns io.EOF once Lua called
+// stream:close_write() and every chunk was read, ErrClosed once Lua gave
+// up.  One goroutine at a time may read a task, before its Respond.
+func (t *Task) ReadChunk() ([]byte, error) {
+	if t.answered.Load() {
+		return nil, ErrClosed
+	}
+	var p *C.char
+	var n C.int
+	rc := C.ngx_http_lua_nonblocking_ffi_stream_read(t.p, &p, &n)
+	if rc != C.NONBLOCKING_FFI_STREAM_OK {
+		return nil, streamError(rc)
+	}
+	chunk := C.GoBytes(unsafe.Pointer(p), n)
+	C.free(unsafe.Pointer(p))
+	return chunk, nil
+}
+
+func streamError(rc C.int) error {
+	switch rc {
+	case C.NONBLOCKING_FFI_STREAM_OK:
+		return nil
+	case C.NONBLOCKING_FFI_STREAM_END:
+		return io.EOF
+	case C.NONBLOCKING_FFI_STREAM_CLOSED:
+		return ErrClosed
+	case C.NONBLOCKING_FFI_STREAM_ERROR:
+		return errNotStream
+	case C.NFFI_GO_NO_MEMORY:
+		return errors.New("nffi: out of memory for a chunk")
+	}
+	return fmt.Errorf("nffi: the stream call returned %d", int(rc))
 }

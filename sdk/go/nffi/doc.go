@@ -34,6 +34,11 @@
 // call; an error is answered with a non-zero rc and its message, a panic
 // is recovered and answered with RCPanic.
 //
+// Streams, rt:__stream(method, req) in Lua, go to a StreamHandler (a
+// StreamFunc, a Mux): its answer is written chunk by chunk to a *Stream,
+// which also reads the chunks Lua writes after req; a plain Handler
+// answers a stream in one chunk.
+//
 // Poll, Task.Request and Task.Respond are the ABI itself, for code that
 // polls by itself (RegisterRaw).  Log writes to the nginx error log.
 //

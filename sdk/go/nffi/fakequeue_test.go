@@ -4,6 +4,8 @@ package nffi
 
 import (
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +49,19 @@ type fakeTask struct {
 	cancelled      bool
 	cancelledCalls int
 	answers        []answer
+
+	// a stream (pushStream), under q.mu: the module's side of it
+	stream       bool
+	window       int      // bytes the runtime may send ahead of Lua
+	sent         [][]byte // chunks sent, not yet read by Lua
+	unread       int      // their bytes
+	input        [][]byte // chunks Lua wrote, not yet read by the runtime
+	inputEnd     bool     // Lua closed its writing
+	gone         bool     // Lua gave up
+	sending      int      // Sends in progress
+	reading      int      // ReadChunks in progress
+	sendsWaiting int      // Sends waiting for room in the window
+	closedSeen   int      // ErrClosed returned
 }
 
 func newFakeQueue() *fakeQueue {
@@ -58,6 +73,11 @@ func newFakeQueue() *fakeQueue {
 // push queues a call of method with req.
 func (q *fakeQueue) push(method string, req []byte) *fakeTask {
 	t := &fakeTask{q: q, method: method, req: req}
+	q.add(t)
+	return t
+}
+
+func (q *fakeQueue) add(t *fakeTask) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.unloaded {
@@ -65,6 +85,13 @@ func (q *fakeQueue) push(method string, req []byte) *fakeTask {
 	}
 	q.pending = append(q.pending, t)
 	q.cond.Broadcast()
+}
+
+// pushStream queues a stream (rt:__stream in Lua) of method with req, whose
+// answer holds at most window unread bytes.
+func (q *fakeQueue) pushStream(method string, req []byte, window int) *fakeTask {
+	t := &fakeTask{q: q, method: method, req: req, stream: true, window: window}
+	q.add(t)
 	return t
 }
 
@@ -188,11 +215,151 @@ func (t *fakeTask) Cancelled() bool {
 func (t *fakeTask) Respond(rc int, data []byte) {
 	t.q.mu.Lock()
 	defer t.q.mu.Unlock()
+	if t.sending > 0 || t.reading > 0 {
+		t.q.misuse = append(t.q.misuse, fmt.Sprintf("task %q answered "+
+			"during a Send or ReadChunk", t.method))
+	}
 	if data != nil {
 		data = append([]byte{}, data...)
 	}
 	t.answers = append(t.answers, answer{rc, data})
 	t.q.events = append(t.q.events, "answer "+t.method)
+	t.q.cond.Broadcast()
+}
+
+func (t *fakeTask) IsStream() bool {
+	t.q.mu.Lock()
+	defer t.q.mu.Unlock()
+	t.used("IsStream")
+	return t.stream
+}
+
+// streamCall checks a Send or ReadChunk and counts it in *busy, which
+// must be 0 (one goroutine at a time per direction); the function
+// returned ends it.  q.mu is held, and is when end is called.
+func (t *fakeTask) streamCall(what string, busy *int) (end func()) {
+	t.used(what)
+	if !t.stream {
+		t.q.misuse = append(t.q.misuse, what+" on an ordinary task")
+	}
+	if *busy > 0 {
+		t.q.misuse = append(t.q.misuse, "two "+what+"s at once")
+	}
+	*busy++
+	return func() {
+		*busy--
+		t.q.cond.Broadcast()
+	}
+}
+
+// Send is the blocking stream_send: it waits while the window is full.
+func (t *fakeTask) Send(chunk []byte) error {
+	q := t.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	defer t.streamCall("Send", &t.sending)()
+	if len(chunk) == 0 {
+		// the ABI reads a length of 0 as "NUL-terminated"
+		q.misuse = append(q.misuse, "an empty chunk sent")
+	}
+
+	waiting := false
+	for !t.gone && t.unread > 0 && t.unread+len(chunk) > t.window {
+		if !waiting {
+			waiting = true
+			t.sendsWaiting++
+			q.cond.Broadcast()
+		}
+		q.cond.Wait()
+	}
+	if waiting {
+		t.sendsWaiting--
+	}
+	if t.gone {
+		t.closedSeen++
+		return ErrClosed
+	}
+	t.sent = append(t.sent, slices.Clone(chunk))
+	t.unread += len(chunk)
+	return nil
+}
+
+// ReadChunk is the blocking stream_read.
+func (t *fakeTask) ReadChunk() ([]byte, error) {
+	q := t.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	defer t.streamCall("ReadChunk", &t.reading)()
+
+	for !t.gone && len(t.input) == 0 && !t.inputEnd {
+		q.cond.Wait()
+	}
+	switch {
+	case t.gone:
+		t.closedSeen++
+		return nil, ErrClosed
+	case len(t.input) > 0:
+		chunk := t.input[0]
+		t.input = t.input[1:]
+		return chunk, nil
+	}
+	return nil, io.EOF
+}
+
+// luaRead is Lua's s:read(): the next chunk, or false once the stream is
+// answered and every chunk was read.
+func (t *fakeTask) luaRead(tb testing.TB) ([]byte, bool) {
+	tb.Helper()
+	var chunk []byte
+	t.q.waitFor(tb, "a chunk of "+t.method, func() bool {
+		return len(t.sent) > 0 || len(t.answers) > 0
+	})
+	t.q.mu.Lock()
+	defer t.q.mu.Unlock()
+	if len(t.sent) == 0 {
+		return nil, false
+	}
+	chunk, t.sent = t.sent[0], t.sent[1:]
+	t.unread -= len(chunk)
+	t.q.cond.Broadcast()
+	return chunk, true
+}
+
+// luaReadAll reads every chunk until the answer.
+func (t *fakeTask) luaReadAll(tb testing.TB) [][]byte {
+	tb.Helper()
+	var chunks [][]byte
+	for {
+		chunk, ok := t.luaRead(tb)
+		if !ok {
+			return chunks
+		}
+		chunks = append(chunks, chunk)
+	}
+}
+
+// luaWrite is Lua's s:write(chunk); the fake has no window this way.
+func (t *fakeTask) luaWrite(chunk string) {
+	t.q.mu.Lock()
+	defer t.q.mu.Unlock()
+	t.input = append(t.input, []byte(chunk))
+	t.q.cond.Broadcast()
+}
+
+// luaCloseWrite is Lua's s:close_write().
+func (t *fakeTask) luaCloseWrite() {
+	t.q.mu.Lock()
+	defer t.q.mu.Unlock()
+	t.inputEnd = true
+	t.q.cond.Broadcast()
+}
+
+// luaGiveUp is Lua giving up on a stream (timeout, client gone, close):
+// Sends and ReadChunks fail from now on, waiting ones are woken.
+func (t *fakeTask) luaGiveUp() {
+	t.q.mu.Lock()
+	defer t.q.mu.Unlock()
+	t.gone, t.cancelled = true, true
 	t.q.cond.Broadcast()
 }
 

@@ -61,7 +61,7 @@ func TestInvokeRecoversPanics(t *testing.T) {
 	s := &server{handler: HandlerFunc(func(context.Context, string, []byte) ([]byte, error) {
 		panic("boom")
 	})}
-	rsp, err := s.invoke(context.Background(), "m", nil)
+	rsp, err := s.invoke(context.Background(), "m", nil, nil)
 	var p *panicError
 	if rsp != nil || !errors.As(err, &p) || err.Error() != "panic: boom" ||
 		len(p.stack) == 0 {

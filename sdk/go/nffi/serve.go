@@ -21,6 +21,9 @@ const (
 	RCPanic = 2
 	// RCUnknownMethod: Methods has no function for the method called.
 	RCUnknownMethod = 404
+	// RCStreamOnly: an ordinary call of a method that answers streams
+	// only (StreamFunc, Mux).
+	RCStreamOnly = 405
 )
 
 // Handler serves calls: runtime:method(req) in Lua becomes
@@ -97,7 +100,9 @@ const cancelCheckInterval = 20 * time.Millisecond
 // Serve answers the tasks of q with h until the runtime is unloaded.  Then
 // it cancels the context of calls still running, waits until they are
 // answered, closes h if it is an io.Closer, and returns.  A panic in h is
-// recovered and answered with RCPanic.
+// recovered and answered with RCPanic.  A stream (rt:__stream in Lua) goes
+// to ServeStream when h is a StreamHandler, else to ServeCall, whose answer
+// is then the stream's one chunk.
 //
 // Calls run on a pool of poller goroutines, each of which takes a task
 // and runs the handler itself, with no hand-off to another goroutine:
@@ -131,12 +136,16 @@ type taker interface {
 	release()
 }
 
-// task is one call taken from a queue: *takenTask on the ABI.
+// task is one call taken from a queue: *takenTask on the ABI.  Send and
+// ReadChunk block, and are used on stream tasks only.
 type task interface {
 	Method() string
 	Request() []byte
 	Cancelled() bool
 	Respond(rc int, data []byte)
+	IsStream() bool
+	Send(chunk []byte) error
+	ReadChunk() ([]byte, error)
 }
 
 func serveQueue(q queue, h Handler) {
@@ -237,6 +246,7 @@ type server struct {
 // serve runs the call of t and answers it; see backToIdle for surplus.
 func (s *server) serve(t task) (surplus bool) {
 	ctx := &callContext{server: s, task: t}
+	var st *Stream
 	answered := false
 
 	// a handler that ends its goroutine (runtime.Goexit) gets no answer
@@ -244,14 +254,25 @@ func (s *server) serve(t task) (surplus bool) {
 	defer func() {
 		if !answered {
 			s.unwatch(ctx)
+			if st != nil {
+				st.finish()
+			}
 			t.Respond(RCPanic, []byte("handler ended its goroutine"))
 		}
 	}()
 
 	method := t.Method()
-	rsp, err := s.invoke(ctx, method, t.Request())
+	if _, ok := s.handler.(StreamHandler); ok && t.IsStream() {
+		st = &Stream{t: t, call: ctx}
+	}
+	rsp, err := s.invoke(ctx, method, t.Request(), st)
 	answered = true
+	// the context first: goroutines the handler left in a Write or Read
+	// may be watching it
 	s.unwatch(ctx)
+	if st != nil {
+		st.finish()
+	}
 
 	rc := 0
 	if err != nil {
@@ -301,12 +322,17 @@ func (p *panicError) Error() string {
 	return fmt.Sprintf("panic: %v", p.value)
 }
 
-func (s *server) invoke(ctx context.Context, method string, req []byte) (rsp []byte, err error) {
+// invoke runs the handler: its ServeStream when st is not nil, else its
+// ServeCall.  A panic becomes a *panicError.
+func (s *server) invoke(ctx context.Context, method string, req []byte, st *Stream) (rsp []byte, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			rsp, err = nil, &panicError{value: v, stack: debug.Stack()}
 		}
 	}()
+	if st != nil {
+		return nil, s.handler.(StreamHandler).ServeStream(ctx, method, req, st)
+	}
 	return s.handler.ServeCall(ctx, method, req)
 }
 
@@ -318,6 +344,7 @@ type callContext struct {
 	task   task
 	state  atomic.Pointer[ctxState] // nil until asked for
 	ended  bool                     // under server.mu: the call was answered
+	gone   bool                     // under server.mu: a stream call saw CLOSED
 }
 
 type ctxState struct {
@@ -374,6 +401,10 @@ func (s *server) watch(c *callContext) context.Context {
 		cancel(context.Canceled)
 		return ctx
 	}
+	if c.gone {
+		cancel(ErrCallerGone)
+		return ctx
+	}
 
 	s.watched[c] = struct{}{}
 	if !s.watching {
@@ -384,14 +415,27 @@ func (s *server) watch(c *callContext) context.Context {
 }
 
 func (s *server) unwatch(c *callContext) {
+	s.stopWatching(c, &c.ended, context.Canceled)
+}
+
+// callerGone cancels the context of a stream call whose Write or Read saw
+// that Lua gave up, at once: the task's flag, checked every
+// cancelCheckInterval, would tell later.
+func (s *server) callerGone(c *callContext) {
+	s.stopWatching(c, &c.gone, ErrCallerGone)
+}
+
+// stopWatching sets *flag, a field of c under s.mu that tells watch how to
+// make a context asked for later, and cancels the context made earlier.
+func (s *server) stopWatching(c *callContext, flag *bool, cause error) {
 	s.mu.Lock()
-	c.ended = true
+	*flag = true
 	delete(s.watched, c)
 	st := c.state.Load()
 	s.mu.Unlock()
 
 	if st != nil {
-		st.cancel(context.Canceled)
+		st.cancel(cause)
 	}
 }
 
