@@ -71,6 +71,23 @@ def counter(srv, name):
     return int(srv.get("/stats").split(name + "=")[1].split()[0])
 
 
+# Lua: reads a stream to its end: each chunk's length and first byte, then the
+# final status
+READ_ALL = r"""
+    local function read_all(s, timeout)
+        local out = {}
+        while true do
+            local chunk, a, b = s:read(timeout)
+            if chunk == nil then
+                out[#out + 1] = "end " .. tostring(a) .. " " .. tostring(b)
+                return table.concat(out, ",")
+            end
+            out[#out + 1] = #chunk .. chunk:sub(1, 1)
+        end
+    end
+"""
+
+
 @pytest.fixture
 def nginx(tmp_path):
     """Starts nginx servers; stops them and checks their logs afterwards."""

@@ -15,14 +15,13 @@ import threading
 
 import pytest
 
-from conftest import location
+from conftest import READ_ALL, location
 from harness import (MEMCHECK, NOT_HERE, check_signals_reach_nginx, free_port,
                      wait_for)
 from services_go import (GO_LIB, demo_location, etcd,  # noqa: F401 (fixtures)
                          go_libs)
 # Lua that reads a stream to its end: each chunk's length and first byte,
 # then the final status
-from test_streams import READ_ALL
 
 # Seen here: under memcheck the Go calls still work, but valgrind reports
 # hundreds of invalid reads and writes inside the Go runtime itself (its

@@ -7,25 +7,8 @@ import http.client
 import signal
 import socket
 
-from conftest import STATS, counter, location
+from conftest import READ_ALL, STATS, counter, location
 from harness import SLOW, wait_for
-
-
-# reads a stream to its end: each chunk's length and first byte, then the
-# final status
-READ_ALL = r"""
-    local function read_all(s, timeout)
-        local out = {}
-        while true do
-            local chunk, a, b = s:read(timeout)
-            if chunk == nil then
-                out[#out + 1] = "end " .. tostring(a) .. " " .. tostring(b)
-                return table.concat(out, ",")
-            end
-            out[#out + 1] = #chunk .. chunk:sub(1, 1)
-        end
-    end
-"""
 
 
 def test_chunks_arrive_in_order_then_the_final_status(nginx):
