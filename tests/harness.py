@@ -157,6 +157,7 @@ class NginxServer:
     def __init__(self, prefix, server="", http="", main="", init_worker="",
                  workers=1, log_level="info", env=None):
         self.prefix = str(prefix)
+        self.workers = 1 if MEMCHECK else workers
         self.port = free_port()
         self.expected = []
         self.proc = None
@@ -191,6 +192,9 @@ class NginxServer:
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         wait_for(self._accepts, 10, "nginx to listen on %d" % self.port)
+        # the master listens before it forks: tests read the workers' pids
+        wait_for(lambda: len(self.worker_pids()) >= self.workers, 10,
+                 "nginx's workers")
         return self
 
     def _accepts(self):
