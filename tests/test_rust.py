@@ -2,9 +2,11 @@
 
 """Rust runtimes: the SDK (sdk/rust) and its examples (examples/rust)
 through a real nginx: lib_nonblocking_ffi_rust.so hosts the handlers echo,
-echo_async, grpc, raw and selftest; the gRPC tests start the example's
-nffi-grpc-server on a free port."""
+echo_async, grpc, raw, selftest and the streams (stream, stream_async,
+stream_stats); the gRPC tests start the example's nffi-grpc-server on a
+free port."""
 
+import socket
 import threading
 import time
 
@@ -137,7 +139,8 @@ def test_bad_cfg_makes_init_fail(nginx, rslib):
         show(rt:echo("still fine"))
     """, rslib)))
     rc = "nil lib_nonblocking_ffi_init() failed with rc %d: "
-    handlers = "echo, echo_async, grpc, raw, selftest"
+    handlers = ("echo, echo_async, grpc, raw, selftest, stream, stream_async, "
+                "stream_stats")
     expected = [
         rc % 1 + 'cfg is nil: name a handler (%s), e.g. "name" or '
         '"name,<its cfg>"' % handlers,
@@ -341,3 +344,269 @@ def test_grpc_server_going_away_mid_call(nginx, rslib, grpc_server):
     grpc_server(server.port)
     wait_for(lambda: srv.get("/echo").strip() == "true 'again'", 20,
              "the channel to reconnect")
+
+
+# --- streams ---------------------------------------------------------------
+
+
+# streams on threads and on tokio: the same methods (examples/rust/src/
+# stream.rs)
+STREAM_CFGS = ("stream", "stream_async")
+
+# reads a stream to its end: its chunks (NULs as \0, without newlines),
+# then how it ended
+READ_ALL = r"""
+    local function read_all(s)
+        local out = {}
+        repeat
+            local chunk, a, b = s:read()
+            out[#out + 1] = chunk and (chunk:gsub("%z", "\\0"):gsub("\n", ""))
+                or table.concat({ "end", tostring(a), tostring(b) }, " ")
+        until not chunk
+        return table.concat(out, ",")
+    end
+"""
+
+
+def stats_location(lib):
+    """/stats: the stream methods' counters of this worker."""
+    return location("/stats", rs(r"""
+        local stats = assert(ngx.load_nonblocking_ffi(RS, "stream_stats"))
+        local _, text = stats:stats()
+        ngx.say(text)
+    """, lib))
+
+
+def stream_stats(srv):
+    """The counters of examples/rust/src/stream.rs: chunks sent, sends
+    waiting, CLOSED results seen, streams running."""
+    text = srv.get("/stats").split()
+    return dict((k, int(v)) for k, v in (kv.split("=") for kv in text))
+
+
+def stats_are(srv, **want):
+    """Whether the counters named have these values."""
+    got = stream_stats(srv)
+    return all(got[k] == v for k, v in want.items())
+
+
+def test_stream_chunks_in_order_binary_and_how_they_end(nginx, rslib):
+    srv = nginx(server=location("/t", rs(READ_ALL + r"""
+        for _, cfg in ipairs({ "stream", "stream_async" }) do
+            local rt = assert(ngx.load_nonblocking_ffi(RS, cfg))
+            ngx.say(read_all(assert(rt:__stream("count", "3"))))
+            -- every byte value, one chunk each, in order
+            local s = assert(rt:__stream("bytes", "256,1"))
+            local got = {}
+            while true do
+                local chunk, status = s:read()
+                if not chunk then got[#got + 1] = status break end
+                got[#got + 1] = chunk:byte() .. "/" .. #chunk
+            end
+            local want = {}
+            for i = 0, 255 do want[#want + 1] = i .. "/1" end
+            want[#want + 1] = 0
+            ngx.say(table.concat(got, " ") == table.concat(want, " "))
+            -- large chunks, binary, past the window
+            s = assert(rt:__stream("bytes", "40,100000"))
+            local ok, n = true, 0
+            while true do
+                local chunk, status = s:read()
+                if not chunk then ngx.say(ok, " ", n, " ", status) break end
+                ok = ok and chunk == string.rep(string.char(n), 100000)
+                n = n + 1
+            end
+            ngx.say(read_all(assert(rt:__stream("fail"))))
+            ngx.say(read_all(assert(rt:__stream("panic"))))
+            ngx.say(read_all(assert(rt:__stream("nosuch"))))
+            ngx.say(read_all(assert(rt:__stream("count", "x"))))
+            -- a streaming handler refuses an ordinary call
+            show(rt:count("3"))
+        end
+        -- an ordinary handler answers a stream in one chunk
+        for _, cfg in ipairs({ "echo", "echo_async" }) do
+            local rt = assert(ngx.load_nonblocking_ffi(RS, cfg))
+            ngx.say(read_all(assert(rt:__stream("echo", "a\0b"))))
+        end
+    """, rslib)))
+    per_cfg = [
+        "1,2,3,end 0 nil",
+        "true",
+        "true 40 0",
+        "before,end 7 failed midway",
+        "before,end 2 panic: mid-stream",
+        "end 404 unknown method nosuch",
+        'end 400 bad request "x": invalid digit found in string',
+        "false 1 'nffi: method \"count\" streams its answer: call it with "
+        "runtime:__stream(\"count\", req)'",
+    ]
+    assert srv.get("/t").splitlines() == per_cfg * 2 + [
+        "a\\0b,end 0 nil"] * 2
+    srv.wait_log(r'\[error\] .*nffi: handler panicked in method "panic": '
+                 r'panic: mid-stream', count=2)
+
+
+def test_stream_request_chunks_until_close_write(nginx, rslib):
+    srv = nginx(server=location("/t", rs(READ_ALL + r"""
+        for _, cfg in ipairs({ "stream", "stream_async" }) do
+            local rt = assert(ngx.load_nonblocking_ffi(RS, cfg))
+            -- one chunk back for each written, then the end's answer
+            local s = assert(rt:__stream("upper", nil, { window = 4096 }))
+            assert(s:write("ab\0c"))
+            show(s:read())
+            assert(s:write(string.rep("x", 10000)))
+            local big = s:read()
+            ngx.say(#big, " ", big == string.rep("X", 10000))
+            assert(s:write("de"))
+            assert(s:close_write())
+            ngx.say(read_all(s))
+            -- writes from one coroutine while another reads, through
+            -- windows smaller than what passes
+            s = assert(rt:__stream("upper", nil, { window = 2000 }))
+            local writer = ngx.thread.spawn(function()
+                for i = 1, 100 do
+                    assert(s:write(string.rep(string.char(96 + i % 26), 1000)))
+                end
+                return s:close_write()
+            end)
+            local n, last = 0, nil
+            while true do
+                local chunk, status, msg = s:read()
+                if not chunk then
+                    ngx.say(n - #last, " ", last, " ", status, " ", msg)
+                    break
+                end
+                n = n + #chunk
+                last = chunk
+            end
+            show(ngx.thread.wait(writer))
+        end
+        -- std::io::copy from Lua's chunks to the answer's
+        local rt = assert(ngx.load_nonblocking_ffi(RS, "stream"))
+        local s = assert(rt:__stream("copy"))
+        for i = 1, 50 do assert(s:write(string.rep("\0\1\2", 1000))) end
+        assert(s:close_write())
+        local got = {}
+        while true do
+            local chunk, status = s:read()
+            if not chunk then break end
+            got[#got + 1] = chunk
+        end
+        got = table.concat(got)
+        ngx.say(got:sub(1, -13) == string.rep("\0\1\2", 50000), " ",
+                got:sub(-12))
+    """, rslib)))
+    per_cfg = [
+        "'AB\x00C'",
+        "10000 true",
+        "DE,10006 bytes,end 0 nil",
+        "100000 100000 bytes 0 nil",
+        "true true",
+    ]
+    assert srv.get("/t").splitlines() == per_cfg * 2 + [
+        "true 150000 bytes"]
+
+
+@pytest.mark.parametrize("cfg", STREAM_CFGS)
+def test_stream_window_bounds_a_fast_producer(nginx, rslib, cfg):
+    srv = nginx(server=location("/t", rs("local SLOW = %d\n" % SLOW + THREADS
+                                         + r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RS, "%s"))
+        local stats = assert(ngx.load_nonblocking_ffi(RS, "stream_stats"))
+        local function counters() return select(2, stats:stats()) end
+        -- 64 KB chunks against a 256 KB window
+        local s = assert(rt:__stream("bytes", "100,65536",
+                                     { window = 262144 }))
+        local total = #assert(s:read())
+        -- one chunk read, four in the window: the sixth waits for room,
+        -- and nothing gets further while nobody reads
+        settle(function()
+            return counters() == "sent=5 waiting=1 closed=0 running=1"
+        end)
+        ngx.say(counters())
+        while true do
+            local chunk, status = s:read()
+            if not chunk then ngx.say(total, " ", status) break end
+            total = total + #chunk
+        end
+        ngx.say(counters())
+    """ % cfg, rslib)))
+    assert srv.get("/t").splitlines() == [
+        "sent=5 waiting=1 closed=0 running=1",
+        "%d 0" % (100 * 65536),
+        "sent=100 waiting=0 closed=0 running=0",
+    ]
+
+
+@pytest.mark.parametrize("cfg", STREAM_CFGS)
+def test_stream_client_gone_or_closed_stops_the_handler(nginx, rslib, cfg):
+    srv = nginx(server=stats_location(rslib) + location("/t", rs(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RS, "%s"))
+        local s = assert(rt:__stream("bytes", "1000000,1000"))
+        while true do
+            local chunk, err = s:read()
+            if not chunk then break end
+            ngx.print(chunk)
+            if not ngx.flush(true) then break end
+        end
+    """ % cfg, rslib), extra="lua_check_client_abort on;") + location(
+        "/close", rs(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RS, "%s"))
+        -- the handler waits in a send (a full window) when Lua gives up
+        local s = assert(rt:__stream("bytes", "1000,65536"))
+        assert(s:read())
+        show(s:close())
+        show(s:read())
+        -- and in a read of Lua's chunks
+        s = assert(rt:__stream("upper"))
+        show(s:close())
+    """ % cfg, rslib)))
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    sock.sendall(b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(100)
+    wait_for(lambda: stream_stats(srv)["sent"] > 10, 10 * SLOW,
+             "chunks to flow")
+    sock.close()
+    # the handler sees CLOSED in its send, and ends
+    wait_for(lambda: stats_are(srv, closed=1, waiting=0, running=0),
+             20 * SLOW, "the handler to see the stream closed and stop")
+    assert stream_stats(srv)["sent"] < 1000000
+
+    assert srv.get("/close").splitlines() == [
+        "true", "nil 'closed'", "true"]
+    wait_for(lambda: stats_are(srv, closed=3, waiting=0, running=0),
+             20 * SLOW, "both handlers to see their stream closed and stop")
+
+
+def test_async_streams_wait_without_holding_threads(nginx, rslib):
+    srv = nginx(server=stats_location(rslib) + location("/t", rs(
+        "local SLOW = %d\n" % SLOW + r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RS, "stream_async"))
+        -- 20 streams stuck on a full window, never read...
+        local stuck = {}
+        for i = 1, 20 do
+            stuck[i] = assert(rt:__stream("bytes", "100,65536",
+                                          { window = 65536 }))
+        end
+        -- ...while 100 more run at once on tokio's 2 threads: each sends
+        -- 10 chunks 20 ms apart (200 ms), together far less than their sum
+        ngx.update_time()
+        local t0 = ngx.now()
+        ngx.say(count_true(100, function(i)
+            local s = assert(rt:__stream("count", "10,20", { window = 3 }))
+            local n = 0
+            while true do
+                local chunk, status = s:read()
+                if not chunk then return status == 0 and n == 10 end
+                n = n + 1
+                if chunk ~= n .. "\n" then return false end
+            end
+        end))
+        ngx.update_time()
+        ngx.say(ngx.now() - t0 < 2.5 * SLOW)
+        for i = 1, 20 do stuck[i]:close() end
+    """, rslib)))
+    assert srv.get("/t").splitlines() == ["100", "true"]
+    wait_for(lambda: stream_stats(srv)["running"] == 0, 20 * SLOW,
+             "the stuck streams to stop")
+    assert stream_stats(srv)["closed"] == 20

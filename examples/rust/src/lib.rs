@@ -10,11 +10,15 @@
 //! | `"grpc,http://host:port"` | a tonic client of `proto/demo.proto` |
 //! | `"raw"` | polls the queue itself, with the Task API |
 //! | `"selftest"`, `"selftest,blocking"` | used by the tests |
+//! | `"stream"`, `"stream,<threads>"` | streams on threads: count, bytes, upper, copy |
+//! | `"stream_async"` | the same streams on tokio |
+//! | `"stream_stats"` | the counters of the stream methods, for the tests |
 
 mod echo;
 mod grpc;
 mod raw;
 mod selftest;
+mod stream;
 
 nonblocking_ffi::export!(
     "echo" => echo::blocking,
@@ -22,4 +26,7 @@ nonblocking_ffi::export!(
     "grpc" => grpc::new,
     "raw" => raw::new,
     "selftest" => selftest::new,
+    "stream" => stream::threads,
+    "stream_async" => stream::tokio,
+    "stream_stats" => stream::stats,
 );

@@ -8,7 +8,9 @@
 //! cfg)` picks one (`"name"` or `"name,<its cfg>"`), whose factory returns
 //! how its calls are served: threads that poll ([`Serve::threads`]), async
 //! handlers on tokio ([`Serve::tokio`], feature `tokio`), or code of your
-//! own on the [`Queue`] ([`Serve::raw`]).
+//! own on the [`Queue`] ([`Serve::raw`]).  Calls of `runtime:__stream()`
+//! answer in chunks and read Lua's ([`Serve::stream_threads`] with a
+//! [`Stream`], `Serve::stream_tokio`, or the stream calls of [`Task`]).
 //!
 //! ```ignore
 //! use nonblocking_ffi::{Error, Serve};
@@ -28,6 +30,7 @@ mod error;
 mod logger;
 mod registry;
 mod serve;
+mod stream;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
@@ -38,7 +41,10 @@ pub use registry::{
     Handler, INIT_FACTORY_FAILED, INIT_NO_HANDLER, INIT_OLD_MODULE, INIT_UNKNOWN_HANDLER,
 };
 pub use serve::Serve;
+pub use stream::{Reader, Stream, StreamError, TrySendError, Writer};
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;
 

@@ -16,7 +16,7 @@ pub const INIT_NO_HANDLER: i32 = 1;
 pub const INIT_UNKNOWN_HANDLER: i32 = 2;
 /// The rc when the handler's factory failed, panicked, or could not start.
 pub const INIT_FACTORY_FAILED: i32 = 3;
-/// The rc when the nginx module is older than this crate's ABI.
+/// The rc when the nginx module is older than this crate's ABI (4: streams).
 pub const INIT_OLD_MODULE: i32 = 4;
 
 /// A factory: gets the rest of the cfg, returns how calls are served.  It
@@ -73,20 +73,23 @@ pub(crate) fn start(cfg: Option<String>, queue: Option<Queue>, handlers: &[Handl
     }
 }
 
+/// Why a module of ABI `version` cannot run this library, if it cannot.
+fn old_module(version: i32) -> Option<String> {
+    (version < abi::ABI_VERSION).then(|| {
+        format!(
+            "the nginx module has ABI version {version}, this Rust library needs {} \
+             (streams): upgrade the module",
+            abi::ABI_VERSION
+        )
+    })
+}
+
 fn start_on(cfg: Option<String>, queue: Queue, handlers: &[Handler]) -> i32 {
     static LOGGER: Once = Once::new();
     LOGGER.call_once(logger::install);
 
-    let version = abi::abi_version();
-    if version < abi::ABI_VERSION {
-        return fail(
-            queue,
-            INIT_OLD_MODULE,
-            format!(
-                "the nginx module has ABI version {version}, this Rust library needs {}",
-                abi::ABI_VERSION
-            ),
-        );
+    if let Some(msg) = old_module(abi::abi_version()) {
+        return fail(queue, INIT_OLD_MODULE, msg);
     }
 
     let Some(cfg) = cfg else {
@@ -150,6 +153,19 @@ fn start_on(cfg: Option<String>, queue: Queue, handlers: &[Handler]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_module_older_than_abi_4_is_refused() {
+        assert_eq!(
+            old_module(3).as_deref(),
+            Some(
+                "the nginx module has ABI version 3, this Rust library needs 4 (streams): \
+                 upgrade the module"
+            )
+        );
+        assert_eq!(old_module(4), None);
+        assert_eq!(old_module(5), None);
+    }
 
     #[test]
     fn only_the_first_comma_splits() {

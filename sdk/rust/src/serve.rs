@@ -8,7 +8,7 @@ use std::thread;
 
 use crate::abi::{Queue, Task};
 use crate::logger::{self, Level};
-use crate::Error;
+use crate::{Error, Stream};
 
 type BlockingFn = dyn Fn(&Task) -> Result<Vec<u8>, Error> + Send + Sync + 'static;
 type RawFn = dyn FnOnce(Queue) -> Result<(), Error> + Send + 'static;
@@ -33,6 +33,25 @@ impl Serve {
         F: Fn(&Task) -> Result<Vec<u8>, Error> + Send + Sync + 'static,
     {
         Serve(Kind::Threads(threads.max(1), Arc::new(handler)))
+    }
+
+    /// Like [`Serve::threads`], for streaming handlers: each call of
+    /// `runtime:__stream()` gets a [`Stream`] to send chunks on and read
+    /// Lua's chunks from; `Ok(bytes)` ends the stream (with `bytes`, unless
+    /// empty, as its last chunk), `Err(e)` ends it with Lua's read
+    /// returning `nil, e.rc(), e.message()`, a panic with `nil, 2, "panic:
+    /// <message>"`.  A stream holds its thread until it ends: `threads` is
+    /// how many streams run at once.  An ordinary call
+    /// (`runtime:method(req)`) is answered `false, 1, "nffi: method ...
+    /// streams its answer: ..."`.
+    pub fn stream_threads<F>(threads: usize, handler: F) -> Serve
+    where
+        F: Fn(&mut Stream<'_>) -> Result<Vec<u8>, Error> + Send + Sync + 'static,
+    {
+        Serve::threads(threads, move |task: &Task| match Stream::new(task) {
+            Ok(mut stream) => handler(&mut stream),
+            Err(_) => Err(not_a_stream(task)),
+        })
     }
 
     /// Code of your own polls the queue ([`Queue::poll`], [`Queue::take`]):
@@ -70,6 +89,15 @@ pub(crate) fn answer(task: Task, result: Result<Vec<u8>, Error>) {
         Ok(data) => task.respond(0, Some(&data)),
         Err(e) => task.respond(e.rc(), Some(e.message().as_bytes())),
     }
+}
+
+/// The answer of a streaming handler to an ordinary call.
+pub(crate) fn not_a_stream(task: &Task) -> Error {
+    let method = task.method();
+    Error::msg(format!(
+        "nffi: method {method:?} streams its answer: call it with \
+         runtime:__stream({method:?}, req)"
+    ))
 }
 
 /// Logs a caught panic and turns it into the answer's error.

@@ -3,23 +3,9 @@
 //! The crate on the fake module (abi/fake.rs): serving, answers, panics,
 //! dropped tasks, init errors, async calls and unload.
 
-use crate::abi::fake::{logged, Answer, FakeQueue};
+use crate::abi::fake::{err, logged, ok, Answer, FakeQueue};
 use crate::registry::start;
 use crate::{Error, Handler, Serve, Task};
-
-fn ok(data: &[u8]) -> Answer {
-    Answer {
-        rc: 0,
-        data: Some(data.to_vec()),
-    }
-}
-
-fn err(rc: i32, msg: &str) -> Answer {
-    Answer {
-        rc,
-        data: Some(msg.as_bytes().to_vec()),
-    }
-}
 
 fn blocking(_cfg: &str) -> Result<Serve, Error> {
     Ok(Serve::threads(2, |task: &Task| match task.method() {

@@ -15,21 +15,26 @@
 //! threads inherit the signal mask nginx needs.  It is never shut down:
 //! after `__unload()` the acceptor ends and calls still running finish and
 //! are answered; the threads end with the worker process.
+//!
+//! Streams: [`Call::send`] and [`Call::read`] never block a thread.  They
+//! make the non-blocking calls, and while one waits (a full window, no
+//! chunk yet) the stream's fd, watched with [`AsyncFd`], wakes it; the fd
+//! is unregistered before the answer.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Runtime;
 
-use crate::abi::{Queue, QueueFd, Taken, Task};
-use crate::serve::{answer, panicked, Kind};
-use crate::{Error, Serve};
+use crate::abi::{ModuleFd, Queue, Taken, Task};
+use crate::serve::{answer, not_a_stream, panicked, Kind};
+use crate::{Error, Serve, StreamError};
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send + 'static>>;
 type AsyncFn = dyn Fn(Call) -> BoxFuture + Send + Sync + 'static;
@@ -88,6 +93,28 @@ impl Serve {
         let handler: Arc<AsyncFn> = Arc::new(move |call| Box::pin(handler(call)) as BoxFuture);
         Serve(Kind::Tokio(Server { handler }))
     }
+
+    /// Like [`Serve::tokio`], for streaming handlers: the handler sends
+    /// chunks with [`Call::send`] and reads Lua's with [`Call::read`];
+    /// `Ok(bytes)` ends the stream (with `bytes`, unless empty, as its
+    /// last chunk), `Err(e)` with Lua's read returning `nil, e.rc(),
+    /// e.message()`, a panic with `nil, 2, "panic: <message>"`.  An
+    /// ordinary call is answered `false, 1, "nffi: method ... streams its
+    /// answer: ..."` without calling the handler.
+    pub fn stream_tokio<F, Fut>(handler: F) -> Serve
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, Error>> + Send + 'static,
+    {
+        Serve::tokio(move |call: Call| {
+            let future = if call.is_stream() {
+                Ok(handler(call))
+            } else {
+                Err(not_a_stream(call.shared.task()))
+            };
+            async move { future?.await }
+        })
+    }
 }
 
 pub(crate) struct Server {
@@ -106,7 +133,7 @@ impl Server {
     }
 }
 
-async fn accept(queue: Queue, fd: AsyncFd<QueueFd>, handler: Arc<AsyncFn>) {
+async fn accept(queue: Queue, fd: AsyncFd<ModuleFd>, handler: Arc<AsyncFn>) {
     let mut tasks = Vec::with_capacity(crate::BATCH);
     let max = SPIN.load(Ordering::Relaxed);
     let mut budget = max;
@@ -171,6 +198,7 @@ async fn run(handler: Arc<AsyncFn>, task: Task) {
     let shared = Arc::new(Shared {
         task: Some(task),
         answer: Mutex::new(None),
+        waiting: OnceLock::new(),
     });
     let call = Call {
         shared: shared.clone(),
@@ -192,6 +220,8 @@ async fn run(handler: Arc<AsyncFn>, task: Task) {
 struct Shared {
     task: Option<Task>,
     answer: Mutex<Option<Result<Vec<u8>, Error>>>,
+    /// the stream calls of this task that wait (made by the first one)
+    waiting: OnceLock<Arc<Waiting>>,
 }
 
 impl Shared {
@@ -199,6 +229,48 @@ impl Shared {
         self.task
             .as_ref()
             .expect("the task lives until Shared is dropped")
+    }
+
+    /// One poll of a stream call: `attempt` is its `try_` form.
+    fn poll_stream<T>(
+        &self,
+        cx: &mut Context<'_>,
+        attempt: impl FnMut(&Task) -> Result<T, StreamError>,
+    ) -> Poll<Result<T, StreamError>> {
+        let waiting = self.waiting.get_or_init(Default::default);
+        // in the list before the fd may fire, so that no wake-up is lost;
+        // a call that then finishes at once leaves a harmless extra wake
+        waiting.add(cx.waker());
+        let wake_all = Waker::from(waiting.clone());
+        self.task().poll_stream(&wake_all, attempt)
+    }
+}
+
+/// The wakers of the stream calls of one task that wait.  Every `try_`
+/// call resets the stream's fd, which both directions share: whatever
+/// makes it readable wakes every one of them, and each tries again.
+#[derive(Default)]
+struct Waiting(Mutex<Vec<Waker>>);
+
+impl Waiting {
+    fn add(&self, waker: &Waker) {
+        let mut wakers = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+}
+
+impl Wake for Waiting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let wakers = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        for waker in wakers {
+            waker.wake();
+        }
     }
 }
 
@@ -247,6 +319,29 @@ impl Call {
         while !self.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether the call came from `runtime:__stream()`.
+    pub fn is_stream(&self) -> bool {
+        self.shared.task().is_stream()
+    }
+
+    /// Sends a chunk of the answer (copied); while Lua has a window's worth
+    /// unread it waits without blocking a thread.  An empty chunk sends
+    /// nothing.  [`StreamError::Closed`] once Lua gave up: stop.
+    pub async fn send<B: AsRef<[u8]>>(&self, chunk: B) -> Result<(), StreamError> {
+        let chunk = chunk.as_ref();
+        poll_fn(|cx| {
+            self.shared
+                .poll_stream(cx, |task| task.try_send(chunk).map_err(|e| e.error()))
+        })
+        .await
+    }
+
+    /// The next chunk Lua wrote, waiting without blocking a thread; `None`
+    /// once Lua called `stream:close_write()` and every chunk was read.
+    pub async fn read(&self) -> Result<Option<Vec<u8>>, StreamError> {
+        poll_fn(|cx| self.shared.poll_stream(cx, Task::try_read)).await
     }
 }
 
