@@ -548,8 +548,14 @@ ngx_nffi_stream_fd(ngx_nffi_task_t *t)
         s->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         err = ngx_errno;
 
-        /* what happened before the fd existed is not lost */
-        if (s->fd != -1 && s->closed) {
+        /*
+         * What happened between a try call's AGAIN and this first fd is
+         * not lost: the fd starts readable (at worst a spurious wake)
+         */
+        if (s->fd != -1
+            && (s->closed || s->runtime_wants_room
+                || s->runtime_wants_data))
+        {
             ngx_nffi_stream_wake_runtime(s, 1, 1);
         }
     }

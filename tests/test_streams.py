@@ -7,6 +7,8 @@ import http.client
 import signal
 import socket
 
+import pytest
+
 from conftest import READ_ALL, STATS, counter, location
 from harness import SLOW, wait_for
 
@@ -175,10 +177,12 @@ def test_reading_and_writing_from_two_coroutines(nginx):
     assert srv.get("/t").splitlines() == ["end 0 nil", "200000 written"]
 
 
-def test_the_non_blocking_forms_wait_on_the_streams_fd(nginx):
+@pytest.mark.parametrize("late_ms", [0, 300])
+def test_the_non_blocking_forms_wait_on_the_streams_fd(nginx, late_ms):
+    # late: what the first AGAIN waited for came before the fd was made
     srv = nginx(server=location("/t", r"""
         local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1"))
-        local s = assert(rt:__stream("stream_try", "50,30000",
+        local s = assert(rt:__stream("stream_try", "50,30000,%d",
                                      { window = 65536 }))
         -- the runtime reads first: it waits until these come
         ngx.sleep(0.05)
@@ -196,7 +200,7 @@ def test_the_non_blocking_forms_wait_on_the_streams_fd(nginx):
         end
         -- its answer is the last chunk
         ngx.say(total - #last, " ", last)
-    """))
+    """ % late_ms))
     lines = srv.get("/t").splitlines()
     assert lines[0] == "end 0"
     assert lines[1].startswith("%d read=5000 waits=" % (50 * 30000))

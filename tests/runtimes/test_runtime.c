@@ -705,9 +705,13 @@ test_rt_stream_sink(void *task, const char *req, int len)
 /* waits on the stream's fd as an event loop would, for at most 10 s */
 
 static int
-test_rt_stream_wait_fd(void *task, int *waits)
+test_rt_stream_wait_fd(void *task, int *waits, int late_ms)
 {
     struct pollfd  pfd;
+
+    if (late_ms) {
+        test_rt_sleep_ms(late_ms);
+    }
 
     pfd.fd = ngx_http_lua_nonblocking_ffi_stream_fd(task);
     pfd.events = POLLIN;
@@ -723,18 +727,21 @@ test_rt_stream_wait_fd(void *task, int *waits)
 
 
 /* the non-blocking forms: reads every chunk (the bytes are counted), then
- * sends N chunks of SIZE bytes (req "N,SIZE"), waiting on the fd */
+ * sends N chunks of SIZE bytes (req "N,SIZE[,LATE_MS]"), waiting on the
+ * fd; with LATE_MS, the first AGAIN is waited out LATE_MS before the fd
+ * is first asked for */
 
 static void *
 test_rt_stream_try_run(void *task, const char *req)
 {
-    int        i, n, size, rc, len, waits;
+    int        i, n, size, rc, len, waits, late;
     char      *chunk, text[96];
     long long  total;
 
     n = 0;
     size = 1;
-    sscanf(req, "%d,%d", &n, &size);
+    late = 0;
+    sscanf(req, "%d,%d,%d", &n, &size, &late);
     total = 0;
     waits = 0;
 
@@ -748,10 +755,12 @@ test_rt_stream_try_run(void *task, const char *req)
         }
 
         if (rc != NONBLOCKING_FFI_STREAM_AGAIN
-            || test_rt_stream_wait_fd(task, &waits) != 0)
+            || test_rt_stream_wait_fd(task, &waits, late) != 0)
         {
             break;
         }
+
+        late = 0;
     }
 
     if (rc != NONBLOCKING_FFI_STREAM_END) {
@@ -772,10 +781,12 @@ test_rt_stream_try_run(void *task, const char *req)
                                                               size);
 
             if (rc != NONBLOCKING_FFI_STREAM_AGAIN
-                || test_rt_stream_wait_fd(task, &waits) != 0)
+                || test_rt_stream_wait_fd(task, &waits, late) != 0)
             {
                 break;
             }
+
+            late = 0;
         }
 
         if (rc != NONBLOCKING_FFI_STREAM_OK) {
