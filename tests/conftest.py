@@ -10,6 +10,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (EXAMPLE, NOT_HERE, REQUIRE_ALL,  # noqa: E402
                      TEST_RUNTIME, NginxServer)
 
+# the language services' fixtures (etcd, the Go and Rust libraries, the
+# gRPC server), for every test module
+pytest_plugins = ["services_go", "services_rust"]
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

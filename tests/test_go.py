@@ -18,10 +18,7 @@ import pytest
 from conftest import READ_ALL, location
 from harness import (MEMCHECK, NOT_HERE, check_signals_reach_nginx, free_port,
                      wait_for)
-from services_go import (GO_LIB, demo_location, etcd,  # noqa: F401 (fixtures)
-                         go_libs)
-# Lua that reads a stream to its end: each chunk's length and first byte,
-# then the final status
+from services_go import GO_LIB, demo_location
 
 # Seen here: under memcheck the Go calls still work, but valgrind reports
 # hundreds of invalid reads and writes inside the Go runtime itself (its
@@ -46,12 +43,12 @@ def go(lua, lib):
 
 
 @pytest.fixture
-def golib(go_libs):  # noqa: F811
+def golib(go_libs):
     return go_libs[0]
 
 
 @pytest.fixture
-def rawlib(go_libs):  # noqa: F811
+def rawlib(go_libs):
     return go_libs[1]
 
 
@@ -193,7 +190,7 @@ def test_errors_and_panics_become_rc(nginx, golib):
                  r'boom\ngoroutine \d+ \[running\]')
 
 
-def test_bad_cfg_makes_init_fail(nginx, golib, etcd):  # noqa: F811
+def test_bad_cfg_makes_init_fail(nginx, golib, etcd):
     srv = nginx(server=location("/t", go(r"""
         local cfgs = {
             false, "", ",x", "nope", "nope,{}",
@@ -274,7 +271,7 @@ def answers(srv, path):
     return [json.loads(line) for line in srv.get(path).splitlines()]
 
 
-def test_etcd_put_get_delete(nginx, golib, etcd):  # noqa: F811
+def test_etcd_put_get_delete(nginx, golib, etcd):
     srv = nginx(server=etcd_location("/t", r"""
         ngx.say(must(rt:put('{"key":"/t1/a","value":"one"}')))
         ngx.say(must(rt:get('{"key":"/t1/a"}')))
@@ -306,7 +303,7 @@ def test_etcd_put_get_delete(nginx, golib, etcd):  # noqa: F811
     assert bad[3] == "false 404 'unknown method compact'"
 
 
-def test_etcd_watch_long_poll(nginx, golib, etcd):  # noqa: F811
+def test_etcd_watch_long_poll(nginx, golib, etcd):
     srv = nginx(server=etcd_location("/t", r"""
         local start = field(must(rt:get('{"key":"/t2/x"}')), "revision") + 1
         local function watch(from)
@@ -346,7 +343,7 @@ def test_etcd_watch_long_poll(nginx, golib, etcd):  # noqa: F811
 
 
 def test_etcd_watch_is_cancelled_when_the_caller_gives_up(
-        nginx, golib, etcd):  # noqa: F811
+        nginx, golib, etcd):
     srv = nginx(server=etcd_location("/t", r"""
         show(rt:watch('{"key":"/t3/never"}', 0.3))
         -- the handler saw that nobody waits any more and ended the watch:
@@ -380,7 +377,7 @@ def read_events(resp, n):
     return events
 
 
-def test_etcd_watch_as_server_sent_events(nginx, golib, etcd):  # noqa: F811
+def test_etcd_watch_as_server_sent_events(nginx, golib, etcd):
     """The demo's /go/etcd/events, as make run serves it: the changes
     under a prefix arrive in order, an EventSource resumes after its
     Last-Event-ID, and a client going away cancels the watch in Go and

@@ -14,7 +14,6 @@ import pytest
 
 from conftest import location
 from harness import SLOW, wait_for
-from services_rust import grpc_server, rust_lib  # noqa: F401 (fixtures)
 
 
 def rs(lua, lib):
@@ -23,7 +22,7 @@ def rs(lua, lib):
 
 
 @pytest.fixture
-def rslib(rust_lib):  # noqa: F811
+def rslib(rust_lib):
     return rust_lib
 
 
@@ -265,7 +264,7 @@ def test_log_records_reach_the_error_log(nginx, rslib):
                  r"tracing event request=traced")
 
 
-# --- gRPC ----------------------------------------------------------------------
+# --- gRPC ------------------------------------------------------------------
 
 
 def grpc_location(path, lua, url, lib):

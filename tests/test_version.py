@@ -10,7 +10,6 @@ import pytest
 
 from conftest import location
 from harness import BUILD, EXAMPLE, NOT_HERE, REPO, TEST_RUNTIME
-from services_rust import rust_lib  # noqa: F401 (fixture)
 
 FUTURE = os.path.join(BUILD, "libnffi_abi_future.so")
 LEGACY = os.path.join(BUILD, "libnffi_legacy_echo.so")
