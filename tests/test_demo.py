@@ -111,6 +111,25 @@ class Demo:
         finally:
             conn.close()
 
+    def events(self, path):
+        """The status and the server-sent events of path, each with the
+        time it arrived."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            assert resp.getheader("Content-Type") == "text/event-stream"
+            events, lines = [], []
+            for line in iter(resp.readline, b""):
+                if line.strip():
+                    lines.append(line.decode().strip())
+                elif lines:
+                    events.append((time.monotonic(), "\n".join(lines)))
+                    lines = []
+            return resp.status, events
+        finally:
+            conn.close()
+
     def nginx_pid(self):
         """The master's PID, only if that process is in our group (not a
         stale PID file, nor the nginx of a `make run` in this checkout)."""
@@ -191,6 +210,16 @@ def test_demo_answers_like_the_readme_says(demo):
     assert get("/go/echo?hello") == "true hello\n"
     assert get("/python/upper?hello") == "true HELLO\n"
     assert get("/python/fail?x") == "false 1 ValueError: failing as asked\n"
+    # server-sent events: one per word, each sent as its generator yields it
+    status, events = demo.events("/python/tokens?q=one+two+three+four+five")
+    assert status == 200
+    assert [event for _, event in events] == [
+        "data: one", "data: two", "data: three", "data: four", "data: five",
+        "event: end\ndata: ok"]
+    # the generator waits echo.py's TOKEN_DELAY (0.1 s) before each word:
+    # events sent as they come arrive spread over those waits, an answer
+    # buffered to its end would bring them all at once
+    assert events[4][0] - events[0][0] >= 4 * 0.1 / 2
     if os.path.exists(JAVA):
         assert get("/java/upper?hello") == "true HELLO\n"
         assert get("/java/sleep?250") == "true 250\n"
