@@ -112,17 +112,26 @@ class Demo:
         finally:
             conn.close()
 
-    def first_event(self, path, last_event_id):
-        """The lines of the first server-sent event of path."""
+    def events(self, path, last_event_id=None, count=None):
+        """The status and the server-sent events of path (the first count,
+        or all until the end), each with the time it arrived."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        headers = ({} if last_event_id is None
+                   else {"Last-Event-ID": str(last_event_id)})
         try:
-            conn.request("GET", path,
-                         headers={"Last-Event-ID": str(last_event_id)})
+            conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
-            lines = []
-            while not lines or lines[-1]:
-                lines.append(resp.readline().decode().rstrip("\n"))
-            return lines[:-1]
+            assert resp.getheader("Content-Type") == "text/event-stream"
+            events, lines = [], []
+            for line in iter(resp.readline, b""):
+                if line.strip():
+                    lines.append(line.decode().strip())
+                elif lines:
+                    events.append((time.monotonic(), "\n".join(lines)))
+                    lines = []
+                    if len(events) == count:
+                        break
+            return resp.status, events
         finally:
             conn.close()
 
@@ -206,6 +215,16 @@ def test_demo_answers_like_the_readme_says(demo):
     assert get("/go/echo?hello") == "true hello\n"
     assert get("/python/upper?hello") == "true HELLO\n"
     assert get("/python/fail?x") == "false 1 ValueError: failing as asked\n"
+    # server-sent events: one per word, each sent as its generator yields it
+    status, events = demo.events("/python/tokens?q=one+two+three+four+five")
+    assert status == 200
+    assert [event for _, event in events] == [
+        "data: one", "data: two", "data: three", "data: four", "data: five",
+        "event: end\ndata: ok"]
+    # the generator waits echo.py's TOKEN_DELAY (0.1 s) before each word:
+    # events sent as they come arrive spread over those waits, an answer
+    # buffered to its end would bring them all at once
+    assert events[4][0] - events[0][0] >= 4 * 0.1 / 2
     if os.path.exists(JAVA):
         assert get("/java/upper?hello") == "true HELLO\n"
         assert get("/java/sleep?250") == "true 250\n"
@@ -232,8 +251,10 @@ def test_demo_answers_like_the_readme_says(demo):
     got = json.loads(get("/go/etcd/get?key=/demo/a"))
     assert got["value"] == "1"
     # the watch as server-sent events, resumed before that put
-    assert demo.first_event("/go/etcd/events?prefix=/demo/",
-                            got["mod_revision"] - 1) == [
+    status, events = demo.events("/go/etcd/events?prefix=/demo/",
+                                 got["mod_revision"] - 1, count=1)
+    assert status == 200
+    assert events[0][1].split("\n") == [
         "id: %d" % got["mod_revision"],
         'data: {"type":"PUT","key":"/demo/a","value":"1","mod_revision":%d}'
         % got["mod_revision"]]

@@ -56,23 +56,35 @@ def test_the_package_stub_lists_every_public_name():
     assert set(package) <= top_level_names(stub)
 
 
+def c_table(c, array):
+    """The names of the entries of the C array `array` (PyMethodDef...)."""
+    body = re.search(r"\b%s\[\] = \{(.*?)\n\};" % array, c, re.S).group(1)
+    return set(re.findall(r'^    \{ "(\w+)",', body, re.M))
+
+
 def test_the_c_stub_lists_every_name_of_the_c_half():
     with open(os.path.join(SHIM, "nffi_python_module.c")) as f:
         c = f.read()
-    functions = set(re.findall(r'^    \{ "(\w+)", nffi_py_\w+', c, re.M)) \
-        | set(re.findall(r'^    \{ "(\w+)", \(PyCFunction\)', c, re.M))
+    functions = c_table(c, "nffi_py_methods")
     constants = set(re.findall(r'PyModule_AddIntConstant\(m, "(\w+)"', c))
-    task = set(re.findall(r'^    \{ "(\w+)", \(getter\)', c, re.M))
+    task = c_table(c, "nffi_py_task_methods") \
+        | c_table(c, "nffi_py_task_getset")
+    # the protocols: iterating reads the stream, async for too
+    if ".tp_iternext" in c:
+        task |= {"__iter__", "__next__"}
+    if ".am_anext" in c:
+        task |= {"__aiter__", "__anext__"}
     assert "take" in functions and "queue_fd" in functions
-    assert "respond" in functions      # Task's method
+    assert {"respond", "send", "aread", "stream"} <= task
+    assert "StreamClosed" in c
     stub = parse(C_STUB)
     names = top_level_names(stub)
-    assert (functions - {"respond"}) | constants | {"Task"} <= names
+    assert functions | constants | {"Task", "StreamClosed"} <= names
     (task_class,) = [n for n in stub.body
                      if isinstance(n, ast.ClassDef) and n.name == "Task"]
     members = {n.name for n in task_class.body
                if isinstance(n, ast.FunctionDef)}
-    assert task | {"respond"} == members
+    assert task == members
 
 
 def mypy(tmp_path, *args):
@@ -93,7 +105,7 @@ def test_mypy_checks_handlers_against_the_stubs(tmp_path):
     good = tmp_path / "good.py"
     good.write_text(textwrap.dedent("""
         import asyncio
-        from typing import Optional
+        from typing import AsyncIterator, Iterator, Optional
 
         import nonblocking_ffi
         from nonblocking_ffi import Error, Task
@@ -105,6 +117,31 @@ def test_mypy_checks_handlers_against_the_stubs(tmp_path):
             if task.cancelled:
                 raise Error(408, "gave up")
             return task.request
+
+
+        def words(task: Task) -> Iterator[str]:
+            for chunk in task:
+                yield chunk.decode()
+            last = task.read()
+            if last is not None and task.stream:
+                task.send(last)
+
+
+        async def tokens(task: Task) -> AsyncIterator[bytes]:
+            async for chunk in task:
+                yield chunk
+            first = await task.aread()
+            if first is not None:
+                await task.asend(first)
+
+
+        def init_streams(rest: str, tq: int) -> None:
+            nonblocking_ffi.serve(tq, words, threads=2)
+            nonblocking_ffi.serve(tq, tokens)
+            try:
+                nonblocking_ffi.poll(tq)
+            except nonblocking_ffi.StreamClosed as e:
+                print(e.errno)
 
 
         def init(rest: str, tq: int) -> None:
@@ -129,6 +166,11 @@ def test_mypy_checks_handlers_against_the_stubs(tmp_path):
             nonblocking_ffi.serve(tq, handle, threads="2")
             nonblocking_ffi.log(nonblocking_ffi.LOG_ERR, b"x")
             nonblocking_ffi.queue_fd(tq).close()
+
+
+        def stream(task: nonblocking_ffi.Task) -> None:
+            task.send(None)
+            task.read().decode()
     """))
     # one run (mypy takes seconds to start): the example unannotated, as
     # an editor checks it, and both files above
@@ -137,4 +179,5 @@ def test_mypy_checks_handlers_against_the_stubs(tmp_path):
                 "--warn-return-any", str(good), str(bad), echo)
     errors = re.findall(r"^(\S+):(\d+): error", done.stdout, re.M)
     assert errors == [(str(bad), "6"), (str(bad), "10"), (str(bad), "11"),
-                      (str(bad), "12")], done.stdout
+                      (str(bad), "12"), (str(bad), "16"), (str(bad), "17")
+                      ], done.stdout

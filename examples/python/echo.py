@@ -10,7 +10,11 @@
 
 init serves on plain threads (the number after the second comma, 1 without
 it); init_async serves the same methods from one asyncio event loop, where
-"sleep" waits without holding up the other calls.
+"sleep" waits without holding up the other calls, and "tokens" streams the
+words of its request one at a time, as a model streams its tokens:
+
+    local s = assert(rt:__stream("tokens", "hello from python"))
+    local word = s:read()                   --> "hello", then "from", ...
 """
 
 import asyncio
@@ -19,6 +23,10 @@ import logging
 import nonblocking_ffi
 
 log = logging.getLogger("echo")
+
+SENTENCE = "Every word of this sentence comes from a Python async generator"
+# seconds between two tokens: enough to see them come one by one
+TOKEN_DELAY = 0.1
 
 
 def handle(task):
@@ -31,11 +39,21 @@ def handle(task):
     raise nonblocking_ffi.Error(404, "no method %s" % task.method)
 
 
+async def tokens(task):
+    # an async generator: serve() sends each word as it is yielded
+    for word in (task.request or SENTENCE.encode()).split():
+        await asyncio.sleep(TOKEN_DELAY)
+        yield word
+
+
 async def handle_async(task):
     if task.method == "sleep":
         # "250" sleeps 250 ms, then answers with the request
         await asyncio.sleep(int(task.request or 0) / 1000)
         return task.request
+    if task.method == "tokens":
+        # the stream of a generator: rt:__stream("tokens", text) in Lua
+        return tokens(task)
     return handle(task)
 
 

@@ -10,6 +10,9 @@
  *   take(tq, max=64) -> list|None   the calls waiting now, never waits;
  *                                   None at the end
  *   Task.request, .method, .answered, .cancelled, .respond(rc, data=None)
+ *   Task.stream, .send(), .read(), iter(task)       streams, blocking
+ *   Task.try_send(), .try_read(), .stream_fd()      streams, for event loops
+ *   Task.asend(), .aread(), async for               (coroutines of _stream.py)
  *   log(level, message)             into the nginx error log, any thread
  *
  * A queue (tq) is the int handed to the configured function.  Only queues
@@ -33,6 +36,12 @@ typedef struct {
     void       *task;       /* NULL once answered */
     PyObject   *request;    /* bytes, or None when Lua passed nil */
     PyObject   *method;     /* str */
+    int         fd;         /* the stream's fd, -1 until asked for */
+    unsigned    stream:1;   /* from runtime:__stream() */
+    /* a thread waits in a send or a read with the GIL released: the task
+     * must not be answered under it, nor sent on or read by another */
+    unsigned    sending:1;
+    unsigned    reading:1;
 } nffi_py_task_t;
 
 
@@ -48,6 +57,29 @@ static PyObject *nffi_py_task_method(nffi_py_task_t *self, void *closure);
 static PyObject *nffi_py_task_answered(nffi_py_task_t *self, void *closure);
 static PyObject *nffi_py_task_cancelled(nffi_py_task_t *self,
     void *closure);
+static PyObject *nffi_py_task_stream(nffi_py_task_t *self, void *closure);
+static int nffi_py_data_copy(PyObject *data, const char *what, char **copy,
+    Py_ssize_t *len);
+static int nffi_py_stream_usable(nffi_py_task_t *self, int use);
+static PyObject *nffi_py_stream_result(int rc);
+static int nffi_py_stream_fd(nffi_py_task_t *self);
+static PyObject *nffi_py_stream_send(nffi_py_task_t *self, PyObject *data,
+    int wait);
+static PyObject *nffi_py_stream_read(nffi_py_task_t *self, int wait);
+static PyObject *nffi_py_task_send(nffi_py_task_t *self, PyObject *data);
+static PyObject *nffi_py_task_try_send(nffi_py_task_t *self,
+    PyObject *data);
+static PyObject *nffi_py_task_read(nffi_py_task_t *self,
+    PyObject *unused);
+static PyObject *nffi_py_task_try_read(nffi_py_task_t *self,
+    PyObject *unused);
+static PyObject *nffi_py_task_next(nffi_py_task_t *self);
+static PyObject *nffi_py_task_stream_fd(nffi_py_task_t *self,
+    PyObject *unused);
+static PyObject *nffi_py_task_aread(nffi_py_task_t *self, PyObject *unused);
+static PyObject *nffi_py_task_asend(nffi_py_task_t *self, PyObject *data);
+static PyObject *nffi_py_task_anext(nffi_py_task_t *self);
+static PyObject *nffi_py_set_async(PyObject *module, PyObject *args);
 static PyObject *nffi_py_poll(PyObject *module, PyObject *arg);
 static PyObject *nffi_py_poll_batch(PyObject *module, PyObject *args,
     PyObject *kwargs);
@@ -69,6 +101,18 @@ static PyObject *nffi_py_spin_until_readable(PyObject *module,
 static void       **nffi_py_queues;
 static Py_ssize_t   nffi_py_nqueues;
 
+/* nonblocking_ffi.StreamClosed, a ConnectionError */
+static PyObject    *nffi_py_stream_closed;
+
+/*
+ * The coroutines of aread(), __anext__() and asend(), from the package's
+ * _stream.py: waiting on the stream's fd needs the running event loop,
+ * which is Python's to find.
+ */
+static PyObject    *nffi_py_aread_fn;
+static PyObject    *nffi_py_anext_fn;
+static PyObject    *nffi_py_asend_fn;
+
 
 static PyMethodDef  nffi_py_task_methods[] = {
     { "respond", (PyCFunction) (void (*)(void)) nffi_py_task_respond,
@@ -77,6 +121,39 @@ static PyMethodDef  nffi_py_task_methods[] = {
       "Answers the call, once: rc 0 is success (Lua sees true, data),\n"
       "any other rc an error (Lua sees false, rc, data).  data is bytes\n"
       "(or any bytes-like object), str (sent as UTF-8) or None (nil)." },
+    { "send", (PyCFunction) (void (*)(void)) nffi_py_task_send, METH_O,
+      "send(chunk)\n--\n\n"
+      "Sends a chunk of the answer of a stream (bytes-like, or str sent as\n"
+      "UTF-8; an empty one sends nothing), waiting with the GIL released\n"
+      "while the stream's window is full.  Raises StreamClosed once the Lua\n"
+      "side gave up (answer the task all the same)." },
+    { "try_send", (PyCFunction) (void (*)(void)) nffi_py_task_try_send, METH_O,
+      "try_send(chunk)\n--\n\n"
+      "send() that never waits: raises BlockingIOError when the window is\n"
+      "full (send it again once stream_fd() is readable)." },
+    { "read", (PyCFunction) (void (*)(void)) nffi_py_task_read, METH_NOARGS,
+      "read()\n--\n\n"
+      "The next chunk Lua wrote to the stream (bytes), waiting for it with\n"
+      "the GIL released; None once Lua called close_write() (at once for\n"
+      "an ordinary call).  Raises StreamClosed once the Lua side gave up." },
+    { "try_read", (PyCFunction) (void (*)(void)) nffi_py_task_try_read,
+      METH_NOARGS,
+      "try_read()\n--\n\n"
+      "read() that never waits: raises BlockingIOError when no chunk is\n"
+      "there yet (read again once stream_fd() is readable)." },
+    { "stream_fd", (PyCFunction) (void (*)(void)) nffi_py_task_stream_fd,
+      METH_NOARGS,
+      "stream_fd()\n--\n\n"
+      "A file descriptor that turns readable when what try_send() or\n"
+      "try_read() raised BlockingIOError for may have come, or the Lua\n"
+      "side gave up.  Never read or close it; stop watching it before the\n"
+      "task is answered." },
+    { "aread", (PyCFunction) (void (*)(void)) nffi_py_task_aread, METH_NOARGS,
+      "aread()\n--\n\n"
+      "read() as a coroutine, for the running asyncio event loop." },
+    { "asend", (PyCFunction) (void (*)(void)) nffi_py_task_asend, METH_O,
+      "asend(chunk)\n--\n\n"
+      "send() as a coroutine, for the running asyncio event loop." },
     { NULL, NULL, 0, NULL }
 };
 
@@ -92,7 +169,16 @@ static PyGetSetDef  nffi_py_task_getset[] = {
       "True when nobody waits for the answer any more (the call timed "
       "out, or its request went away); it must be answered all the same",
       NULL },
+    { "stream", (getter) nffi_py_task_stream, NULL,
+      "True for a call of runtime:__stream(), which may be answered in "
+      "chunks", NULL },
     { NULL, NULL, NULL, NULL, NULL }
+};
+
+
+static PyAsyncMethods  nffi_py_task_async = {
+    .am_aiter = PyObject_SelfIter,
+    .am_anext = (unaryfunc) nffi_py_task_anext,
 };
 
 
@@ -103,7 +189,11 @@ static PyTypeObject  nffi_py_task_type = {
     .tp_dealloc = (destructor) nffi_py_task_dealloc,
     .tp_repr = (reprfunc) nffi_py_task_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A call from Lua, taken from a queue by poll().",
+    .tp_doc = "A call from Lua, taken from a queue by poll().  Iterating\n"
+              "it reads the chunks Lua writes to its stream.",
+    .tp_as_async = &nffi_py_task_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc) nffi_py_task_next,
     .tp_methods = nffi_py_task_methods,
     .tp_getset = nffi_py_task_getset,
 };
@@ -149,6 +239,9 @@ static PyMethodDef  nffi_py_methods[] = {
     { "_init_error", nffi_py_init_error, METH_VARARGS,
       "_init_error(tq, reason)\n--\n\n"
       "Gives reason to the Lua caller of a load that is failing." },
+    { "_set_async", nffi_py_set_async, METH_VARARGS,
+      "_set_async(aread, anext, asend)\n--\n\n"
+      "The coroutine functions behind Task.aread(), __anext__(), asend()." },
     { NULL, NULL, 0, NULL }
 };
 
@@ -172,6 +265,17 @@ nffi_py_module_init(void)
         return NULL;
     }
 
+    if (nffi_py_stream_closed == NULL) {
+        nffi_py_stream_closed = PyErr_NewExceptionWithDoc(
+            "nonblocking_ffi.StreamClosed",
+            "The Lua side of the stream gave up (timeout, close(), client "
+            "gone):\nstop, and answer the task all the same.",
+            PyExc_ConnectionError, NULL);
+        if (nffi_py_stream_closed == NULL) {
+            return NULL;
+        }
+    }
+
     m = PyModule_Create(&nffi_py_module);
     if (m == NULL) {
         return NULL;
@@ -190,6 +294,15 @@ nffi_py_module_init(void)
         || PyModule_AddIntConstant(m, "POLL_BATCH_MAX",
                                    NONBLOCKING_FFI_POLL_BATCH_MAX))
     {
+        Py_DECREF(m);
+        return NULL;
+    }
+
+    /* the exception outlives the module: a reference of its own */
+    Py_INCREF(nffi_py_stream_closed);
+
+    if (PyModule_AddObject(m, "StreamClosed", nffi_py_stream_closed) < 0) {
+        Py_DECREF(nffi_py_stream_closed);
         Py_DECREF(m);
         return NULL;
     }
@@ -277,6 +390,10 @@ nffi_py_task_new(void *task)
     self->task = task;
     self->request = NULL;
     self->method = NULL;
+    self->fd = -1;
+    self->stream = ngx_http_lua_nonblocking_ffi_task_is_stream(task) != 0;
+    self->sending = 0;
+    self->reading = 0;
 
     req = ngx_http_lua_nonblocking_ffi_get_req(task, &len);
 
@@ -359,9 +476,7 @@ nffi_py_task_respond(nffi_py_task_t *self, PyObject *args, PyObject *kwargs)
     char         *rsp;
     void         *task;
     PyObject     *data;
-    Py_buffer     view;
     Py_ssize_t    len;
-    const char   *bytes;
     static char  *kwlist[] = { "rc", "data", NULL };
 
     data = Py_None;
@@ -377,54 +492,20 @@ nffi_py_task_respond(nffi_py_task_t *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
 
+    if (self->sending || self->reading) {
+        PyErr_SetString(PyExc_RuntimeError, "another thread waits in a send "
+                        "or read of this task: answer once it returned");
+        return NULL;
+    }
+
     rsp = NULL;
     len = 0;
 
-    if (data != Py_None) {
-        view.obj = NULL;
-
-        if (PyUnicode_Check(data)) {
-            bytes = PyUnicode_AsUTF8AndSize(data, &len);
-            if (bytes == NULL) {
-                return NULL;
-            }
-
-        } else if (PyObject_CheckBuffer(data)) {
-            if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-                return NULL;
-            }
-
-            bytes = view.buf;
-            len = view.len;
-
-        } else {
-            PyErr_Format(PyExc_TypeError,
-                         "data must be bytes, str or None, not %.100s",
-                         Py_TYPE(data)->tp_name);
-            return NULL;
-        }
-
-        if (len > INT_MAX - 1) {
-            PyBuffer_Release(&view);
-            PyErr_SetString(PyExc_ValueError, "data larger than 2 GB");
-            return NULL;
-        }
-
-        /* an empty answer is an empty NUL-terminated string */
-        rsp = malloc(len ? len : 1);
-        if (rsp == NULL) {
-            PyBuffer_Release(&view);
-            return PyErr_NoMemory();
-        }
-
-        if (len) {
-            memcpy(rsp, bytes, len);
-
-        } else {
-            rsp[0] = '\0';
-        }
-
-        PyBuffer_Release(&view);
+    if (data != Py_None
+        && nffi_py_data_copy(data, "data must be bytes, str or None", &rsp,
+                             &len) < 0)
+    {
+        return NULL;
     }
 
     /* answered from here on, also for other threads waiting for the GIL */
@@ -436,6 +517,70 @@ nffi_py_task_respond(nffi_py_task_t *self, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
 
     Py_RETURN_NONE;
+}
+
+
+/*
+ * data (bytes-like or str) in memory from malloc(), NUL-terminated if
+ * empty; what says what data must be when it is neither
+ */
+
+static int
+nffi_py_data_copy(PyObject *data, const char *what, char **copy,
+    Py_ssize_t *len)
+{
+    char        *p;
+    Py_buffer    view;
+    const char  *bytes;
+
+    view.obj = NULL;
+
+    if (PyUnicode_Check(data)) {
+        bytes = PyUnicode_AsUTF8AndSize(data, len);
+        if (bytes == NULL) {
+            return -1;
+        }
+
+    } else if (PyObject_CheckBuffer(data)) {
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+
+        bytes = view.buf;
+        *len = view.len;
+
+    } else {
+        PyErr_Format(PyExc_TypeError, "%s, not %.100s", what,
+                     Py_TYPE(data)->tp_name);
+        return -1;
+    }
+
+    if (*len > INT_MAX - 1) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "data larger than 2 GB");
+        return -1;
+    }
+
+    /* an empty answer is an empty NUL-terminated string */
+    p = malloc(*len ? *len : 1);
+    if (p == NULL) {
+        PyBuffer_Release(&view);
+        PyErr_NoMemory();
+        return -1;
+    }
+
+    if (*len) {
+        memcpy(p, bytes, *len);
+
+    } else {
+        p[0] = '\0';
+    }
+
+    PyBuffer_Release(&view);
+
+    *copy = p;
+
+    return 0;
 }
 
 
@@ -468,6 +613,332 @@ nffi_py_task_cancelled(nffi_py_task_t *self, void *closure)
     /* an answered task is not ours to look at any more */
     return PyBool_FromLong(self->task != NULL
                   && ngx_http_lua_nonblocking_ffi_task_cancelled(self->task));
+}
+
+
+static PyObject *
+nffi_py_task_stream(nffi_py_task_t *self, void *closure)
+{
+    return PyBool_FromLong(self->stream);
+}
+
+
+#define NFFI_PY_CHUNK  "a chunk must be bytes or str"
+
+
+/* what a stream call is about to do with the task */
+#define NFFI_PY_SEND  0
+#define NFFI_PY_READ  1
+#define NFFI_PY_FD    2
+
+
+/*
+ * Whether a stream call may use the task now: it is not answered, it is a
+ * stream (reads of an ordinary call find its end), and no other thread
+ * sends or reads on it.  Checked here rather than left to the module,
+ * which logs an [alert] for misuse.
+ */
+
+static int
+nffi_py_stream_usable(nffi_py_task_t *self, int use)
+{
+    if (self->task == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "task already answered");
+        return -1;
+    }
+
+    if (use != NFFI_PY_READ && !self->stream) {
+        PyErr_SetString(PyExc_RuntimeError, "not a stream: this call came "
+                        "from runtime:method(), answer it with respond() (or "
+                        "return the answer)");
+        return -1;
+    }
+
+    if ((use == NFFI_PY_SEND && self->sending)
+        || (use == NFFI_PY_READ && self->reading))
+    {
+        PyErr_Format(PyExc_RuntimeError, "another thread %s this task's "
+                     "stream", use == NFFI_PY_SEND ? "sends on" : "reads");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* what send() and try_send() return or raise for the module's rc */
+
+static PyObject *
+nffi_py_stream_result(int rc)
+{
+    switch (rc) {
+
+    case NONBLOCKING_FFI_STREAM_OK:
+        Py_RETURN_NONE;
+
+    case NONBLOCKING_FFI_STREAM_AGAIN:
+        PyErr_SetString(PyExc_BlockingIOError, "the stream's window is "
+                        "full: wait until stream_fd() is readable");
+        return NULL;
+
+    case NONBLOCKING_FFI_STREAM_CLOSED:
+        PyErr_SetString(nffi_py_stream_closed, "the Lua side closed the "
+                        "stream");
+        return NULL;
+
+    default:
+        PyErr_Format(PyExc_RuntimeError, "the stream call failed with %d "
+                     "(see the error log)", rc);
+        return NULL;
+    }
+}
+
+
+/* send() and try_send() */
+
+static PyObject *
+nffi_py_stream_send(nffi_py_task_t *self, PyObject *data, int wait)
+{
+    int          rc;
+    char        *chunk;
+    Py_ssize_t   len;
+
+    if (nffi_py_stream_usable(self, NFFI_PY_SEND) < 0
+        || nffi_py_data_copy(data, NFFI_PY_CHUNK, &chunk, &len) < 0)
+    {
+        return NULL;
+    }
+
+    if (len == 0) {
+        free(chunk);
+        Py_RETURN_NONE;
+    }
+
+    if (!wait && nffi_py_stream_fd(self) == -1) {
+        free(chunk);
+        return NULL;
+    }
+
+    if (wait) {
+        self->sending = 1;
+
+        Py_BEGIN_ALLOW_THREADS
+        rc = ngx_http_lua_nonblocking_ffi_stream_send(self->task, chunk,
+                                                      (int) len);
+        Py_END_ALLOW_THREADS
+
+        self->sending = 0;
+
+    } else {
+        rc = ngx_http_lua_nonblocking_ffi_stream_try_send(self->task, chunk,
+                                                          (int) len);
+
+        if (rc == NONBLOCKING_FFI_STREAM_AGAIN) {
+            /* still ours: a retry copies the data again */
+            free(chunk);
+        }
+    }
+
+    return nffi_py_stream_result(rc);
+}
+
+
+static PyObject *
+nffi_py_task_send(nffi_py_task_t *self, PyObject *data)
+{
+    return nffi_py_stream_send(self, data, 1);
+}
+
+
+static PyObject *
+nffi_py_task_try_send(nffi_py_task_t *self, PyObject *data)
+{
+    return nffi_py_stream_send(self, data, 0);
+}
+
+
+/* read() and try_read(): bytes, None at the end, NULL with an exception */
+
+static PyObject *
+nffi_py_stream_read(nffi_py_task_t *self, int wait)
+{
+    int        rc, len;
+    char      *chunk;
+    PyObject  *bytes;
+
+    if (nffi_py_stream_usable(self, NFFI_PY_READ) < 0) {
+        return NULL;
+    }
+
+    /* an ordinary call has nothing after its request */
+    if (!self->stream) {
+        Py_RETURN_NONE;
+    }
+
+    chunk = NULL;
+    len = 0;
+
+    if (wait) {
+        self->reading = 1;
+
+        Py_BEGIN_ALLOW_THREADS
+        rc = ngx_http_lua_nonblocking_ffi_stream_read(self->task, &chunk,
+                                                      &len);
+        Py_END_ALLOW_THREADS
+
+        self->reading = 0;
+
+    } else {
+        if (nffi_py_stream_fd(self) == -1) {
+            return NULL;
+        }
+
+        rc = ngx_http_lua_nonblocking_ffi_stream_try_read(self->task, &chunk,
+                                                          &len);
+    }
+
+    switch (rc) {
+
+    case NONBLOCKING_FFI_STREAM_OK:
+        bytes = PyBytes_FromStringAndSize(chunk, len);
+        free(chunk);
+        return bytes;
+
+    case NONBLOCKING_FFI_STREAM_END:
+        Py_RETURN_NONE;
+
+    case NONBLOCKING_FFI_STREAM_AGAIN:
+        PyErr_SetString(PyExc_BlockingIOError, "no chunk yet: wait until "
+                        "stream_fd() is readable");
+        return NULL;
+
+    default:
+        return nffi_py_stream_result(rc);
+    }
+}
+
+
+static PyObject *
+nffi_py_task_read(nffi_py_task_t *self, PyObject *unused)
+{
+    return nffi_py_stream_read(self, 1);
+}
+
+
+static PyObject *
+nffi_py_task_try_read(nffi_py_task_t *self, PyObject *unused)
+{
+    return nffi_py_stream_read(self, 0);
+}
+
+
+/* for chunk in task: the chunks Lua writes, until close_write() */
+
+static PyObject *
+nffi_py_task_next(nffi_py_task_t *self)
+{
+    PyObject  *chunk;
+
+    chunk = nffi_py_stream_read(self, 1);
+
+    if (chunk == Py_None) {
+        /* NULL without an exception: the end of the iteration */
+        Py_DECREF(chunk);
+        return NULL;
+    }
+
+    return chunk;
+}
+
+
+/*
+ * The stream's fd, made before the first try_send() or try_read(): the
+ * module does not replay for an fd made later what that call waited for
+ * and came in between.  -1 with an exception.
+ */
+
+static int
+nffi_py_stream_fd(nffi_py_task_t *self)
+{
+    if (self->fd == -1) {
+        self->fd = ngx_http_lua_nonblocking_ffi_stream_fd(self->task);
+
+        if (self->fd == -1) {
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
+    }
+
+    return self->fd;
+}
+
+
+static PyObject *
+nffi_py_task_stream_fd(nffi_py_task_t *self, PyObject *unused)
+{
+    if (nffi_py_stream_usable(self, NFFI_PY_FD) < 0
+        || nffi_py_stream_fd(self) == -1)
+    {
+        return NULL;
+    }
+
+    return PyLong_FromLong(self->fd);
+}
+
+
+static PyObject *
+nffi_py_task_aread(nffi_py_task_t *self, PyObject *unused)
+{
+    if (nffi_py_aread_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "import nonblocking_ffi first");
+        return NULL;
+    }
+
+    return PyObject_CallOneArg(nffi_py_aread_fn, (PyObject *) self);
+}
+
+
+static PyObject *
+nffi_py_task_anext(nffi_py_task_t *self)
+{
+    if (nffi_py_anext_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "import nonblocking_ffi first");
+        return NULL;
+    }
+
+    return PyObject_CallOneArg(nffi_py_anext_fn, (PyObject *) self);
+}
+
+
+static PyObject *
+nffi_py_task_asend(nffi_py_task_t *self, PyObject *data)
+{
+    if (nffi_py_asend_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "import nonblocking_ffi first");
+        return NULL;
+    }
+
+    return PyObject_CallFunctionObjArgs(nffi_py_asend_fn, (PyObject *) self,
+                                        data, NULL);
+}
+
+
+static PyObject *
+nffi_py_set_async(PyObject *module, PyObject *args)
+{
+    PyObject  *aread, *anext, *asend;
+
+    if (!PyArg_ParseTuple(args, "OOO:_set_async", &aread, &anext, &asend)) {
+        return NULL;
+    }
+
+    Py_INCREF(aread);
+    Py_INCREF(anext);
+    Py_INCREF(asend);
+    Py_XSETREF(nffi_py_aread_fn, aread);
+    Py_XSETREF(nffi_py_anext_fn, anext);
+    Py_XSETREF(nffi_py_asend_fn, asend);
+
+    Py_RETURN_NONE;
 }
 
 

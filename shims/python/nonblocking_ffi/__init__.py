@@ -20,6 +20,16 @@ calls of queue tq:
     def init(rest, tq):
         nonblocking_ffi.serve(tq, echo, threads=2)
 
+A handler that yields answers a stream (runtime:__stream() in Lua) chunk
+by chunk:
+
+    async def tokens(task):
+        async for word in model(task.request):
+            yield word
+
+and reads the chunks Lua writes with task.read() (await task.aread()), or
+by iterating the task.
+
 The low level is poll(tq) -> Task or None (the runtime was unloaded), and
 task.respond(rc, data); an event loop of one's own watches queue_fd(tq) and
 calls take(tq), which never waits.  Python logging, print() and uncaught exceptions go
@@ -35,6 +45,7 @@ from _nonblocking_ffi import (
     LOG_INFO,
     LOG_NOTICE,
     LOG_WARN,
+    StreamClosed,
     Task,
     abi_version,
     log,
@@ -59,6 +70,7 @@ __all__ = [
     "LOG_WARN",
     "NginxHandler",
     "Server",
+    "StreamClosed",
     "Task",
     "abi_version",
     "log",

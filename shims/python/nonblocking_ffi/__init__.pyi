@@ -6,7 +6,8 @@ lib_nonblocking_ffi_python3.so)."""
 import asyncio
 import logging
 import threading
-from typing import Any, Awaitable, Callable, Optional, Union
+from typing import (Any, AsyncIterator, Awaitable, Callable, Iterator,
+                    Optional, Union)
 
 from _nonblocking_ffi import LOG_ALERT as LOG_ALERT
 from _nonblocking_ffi import LOG_CRIT as LOG_CRIT
@@ -16,7 +17,8 @@ from _nonblocking_ffi import LOG_ERR as LOG_ERR
 from _nonblocking_ffi import LOG_INFO as LOG_INFO
 from _nonblocking_ffi import LOG_NOTICE as LOG_NOTICE
 from _nonblocking_ffi import LOG_WARN as LOG_WARN
-from _nonblocking_ffi import Data, Task as Task
+from _nonblocking_ffi import Chunk, Data, Task as Task
+from _nonblocking_ffi import StreamClosed as StreamClosed
 from _nonblocking_ffi import abi_version as abi_version
 from _nonblocking_ffi import log as log
 from _nonblocking_ffi import poll as poll
@@ -25,8 +27,12 @@ from _nonblocking_ffi import queue_fd as queue_fd
 from _nonblocking_ffi import take as take
 
 # handler(task) answers with its return value (or task.respond() itself);
-# an async def handler runs on the runtime's asyncio loop
-Handler = Union[Callable[[Task], Data], Callable[[Task], Awaitable[Data]]]
+# an async def handler runs on the runtime's asyncio loop; a generator
+# (async or not) answers runtime:__stream() with the chunks it yields
+Handler = Union[Callable[[Task], Data], Callable[[Task], Awaitable[Data]],
+                Callable[[Task], Iterator[Chunk]],
+                Callable[[Task], AsyncIterator[Chunk]],
+                Callable[[Task], Awaitable[AsyncIterator[Chunk]]]]
 Hook = Callable[[], Any]
 
 
@@ -76,6 +82,7 @@ __all__ = [
     "LOG_WARN",
     "NginxHandler",
     "Server",
+    "StreamClosed",
     "Task",
     "abi_version",
     "log",

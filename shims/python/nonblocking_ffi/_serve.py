@@ -8,6 +8,11 @@ own, as many calls at once as there are: the loop watches the queue's fd
 and takes the calls itself, with no thread in between.  Either way the handler gets a Task and returns the
 answer (bytes, str or None); an exception answers the call with an rc that
 is not 0 and the exception's message.
+
+A handler that returns a generator (a def with yield on threads; on the
+loop an async def with yield, or an async def that returns a generator)
+answers a stream, runtime:__stream() in Lua: each chunk it yields is sent
+as it comes, then what it returns is the last one.
 """
 
 import asyncio
@@ -16,9 +21,11 @@ import logging
 import selectors
 import threading
 import time
+import types
 
 from _nonblocking_ffi import (
     POLL_BATCH_MAX,
+    StreamClosed,
     _check_queue,
     _spin_until_readable,
     poll,
@@ -27,9 +34,14 @@ from _nonblocking_ffi import (
     take,
 )
 
+from . import _stream
+
 __all__ = ["Error", "Server", "serve"]
 
 logger = logging.getLogger("nonblocking_ffi")
+
+# what a handler returns to answer a stream
+_GENERATORS = (types.GeneratorType, types.AsyncGeneratorType)
 
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
@@ -61,8 +73,9 @@ class Error(Exception):
 
 
 def _is_async(handler):
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)
+    return any(
+        inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
+        for f in (handler, getattr(handler, "__call__", None))
     )
 
 
@@ -85,6 +98,9 @@ def _fail(task, exc):
     """Answers with an rc that is not 0 for the exception of a handler."""
     if isinstance(exc, Error):
         rc, message = exc.rc, exc.message
+    elif isinstance(exc, StreamClosed):
+        # Lua gave up: nobody reads the answer, and nothing went wrong here
+        rc, message = 1, "the stream was closed"
     else:
         rc, message = 1, _describe(exc)
         logger.error(
@@ -107,6 +123,76 @@ def _fail_safely(task, exc):
     except BaseException:
         # (no memory): the task answers when it is dropped
         logger.exception("cannot answer a %r call", task.method)
+
+
+def _not_a_stream(task):
+    return Error(1, "the method %s streams its answer: call it with "
+                 'rt:__stream("%s", req)' % (task.method, task.method))
+
+
+def _close(gen):
+    """Closes a generator that is not done (its finally blocks run)."""
+    try:
+        gen.close()
+    except Exception:
+        logger.exception("closing the generator of a stream failed")
+
+
+async def _aclose(gen):
+    if not inspect.isasyncgen(gen):
+        _close(gen)
+        return
+    try:
+        await gen.aclose()
+    except Exception:
+        logger.exception("closing the generator of a stream failed")
+
+
+def _send_all(task, gen):
+    """Sends what generator gen yields on the task's stream, waiting while
+    the window is full; returns what gen returns, the last chunk."""
+    if not task.stream:
+        gen.close()
+        raise _not_a_stream(task)
+    while True:
+        try:
+            chunk = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            task.send(chunk)
+        except BaseException:
+            # StreamClosed, a chunk that is no bytes or str
+            _close(gen)
+            raise
+
+
+async def _asend_all(task, gen):
+    """_send_all() on the event loop, for an async generator or a plain
+    one: the loop runs while the window is full."""
+    if not task.stream:
+        await _aclose(gen)
+        raise _not_a_stream(task)
+    is_async = inspect.isasyncgen(gen)
+    while True:
+        try:
+            chunk = await gen.__anext__() if is_async else next(gen)
+        except StopAsyncIteration:
+            return None
+        except StopIteration as stop:
+            return stop.value
+        try:
+            await _stream.asend(task, chunk)
+        except BaseException:
+            await _aclose(gen)
+            raise
+
+
+def _release(task):
+    """Before an answer on the loop: no coroutine may still watch the
+    task's stream fd (one the handler left running)."""
+    if _stream._WAITS:
+        _stream.release(task)
 
 
 # a wait shorter than this means a spin would have found the call
@@ -237,6 +323,13 @@ class Server:
                     "the handler returned an awaitable: serve() awaits "
                     "handlers that are async def functions only"
                 )
+            if inspect.isasyncgen(result):
+                raise TypeError(
+                    "the handler returned an async generator: serve() runs "
+                    "those for async def handlers only"
+                )
+            if inspect.isgenerator(result):
+                result = _send_all(task, result)
             _answer(task, result)
         except BaseException as exc:
             _fail_safely(task, exc)
@@ -345,8 +438,16 @@ class Server:
         me = asyncio.current_task()
         while task is not None:
             try:
-                _answer(task, await self.handler(task))
+                result = self.handler(task)
+                if type(result) is not types.AsyncGeneratorType:
+                    result = await result
+                if isinstance(result, _GENERATORS):
+                    result = await _asend_all(task, result)
+                if _stream._WAITS:
+                    _stream.release(task)
+                _answer(task, result)
             except BaseException as exc:
+                _release(task)
                 _fail_safely(task, exc)
             task = None
             if me.cancelling():
@@ -430,6 +531,14 @@ def serve(
     UTF-8) or None (nil); raising Error(rc, message) answers with that rc,
     any other exception with rc 1 and "ExceptionName: message" (and logs the
     traceback).  A handler may answer with task.respond() itself instead.
+
+    A handler that returns a generator answers a stream (runtime:__stream()
+    in Lua): each chunk it yields (bytes or str) is sent as it comes,
+    waiting while Lua has a window's worth unread, and what it returns is
+    the last chunk; an exception ends the stream with an error as above.
+    Once Lua gives up the generator is closed at its next chunk.  An
+    ordinary call of such a handler is answered with an error that says to
+    use runtime:__stream().
 
     A plain function runs on `threads` threads.  An async def function (or
     an object with an async __call__) runs on one asyncio event loop in a
