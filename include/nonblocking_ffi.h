@@ -327,8 +327,11 @@ int ngx_http_lua_nonblocking_ffi_stream_try_read(void *tsk, char **chunk,
  * For event-loop runtimes: a file descriptor that becomes readable once
  * what a ..._try_send() or ..._try_read() of this task returned
  * NONBLOCKING_FFI_STREAM_AGAIN for may have happened (the window has room,
- * a chunk or the end came), or the Lua side gave up.  It stays readable
- * until the next ..._try_send() or ..._try_read() call on the task.
+ * a chunk or the end came; also when that came before the fd was first
+ * asked for), or the Lua side gave up.  It stays readable until the call
+ * of that direction is made again (a try_send after room, a try_read after
+ * a chunk), and for good once the Lua side gave up, so a reader and a
+ * sender of one task may wait on it at once.
  * Never read, write or close it; unregister it from the loop before
  * answering the task: the module closes it when the task is done.  The
  * same fd for every call on one task; -1 (with errno) on misuse or when

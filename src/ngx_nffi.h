@@ -248,7 +248,10 @@ struct ngx_nffi_stream_s {
     unsigned               room_in_flight:1;
     unsigned               runtime_wants_room:1;  /* armed by try_send */
     unsigned               runtime_wants_data:1;  /* armed by try_read */
-    unsigned               fd_signalled:1;
+    /* what the fd says, per direction: each try call takes its own */
+    unsigned               room_signalled:1;
+    unsigned               data_signalled:1;
+    unsigned               fd_readable:1;
     int                    runtime_waiting;       /* threads on cond */
     int                    fd;                    /* -1 until asked */
     /* written under the mutex on the main thread, which reads it freely */

@@ -30,7 +30,8 @@ static void ngx_nffi_stream_wake_lua(ngx_nffi_task_t *t, ngx_uint_t reader,
 static void ngx_nffi_stream_wake_runtime(ngx_nffi_stream_t *s,
     ngx_uint_t room, ngx_uint_t data);
 static void ngx_nffi_stream_sleep(ngx_nffi_stream_t *s);
-static void ngx_nffi_stream_drain_fd(ngx_nffi_stream_t *s);
+static void ngx_nffi_stream_drain_fd(ngx_nffi_stream_t *s, ngx_uint_t room,
+    ngx_uint_t data);
 static void ngx_nffi_stream_detach(ngx_nffi_stream_t *s);
 static void ngx_nffi_stream_free_chunks(ngx_nffi_chunk_t *c);
 
@@ -421,7 +422,7 @@ ngx_nffi_stream_send(ngx_nffi_task_t *t, ngx_nffi_chunk_t *c, int wait)
 
     pthread_mutex_lock(&s->mutex);
 
-    ngx_nffi_stream_drain_fd(s);
+    ngx_nffi_stream_drain_fd(s, 1, 0);
 
     for ( ;; ) {
         if (s->closed) {
@@ -474,7 +475,7 @@ ngx_nffi_stream_read(ngx_nffi_task_t *t, char **data, int *len, int wait,
 
     pthread_mutex_lock(&s->mutex);
 
-    ngx_nffi_stream_drain_fd(s);
+    ngx_nffi_stream_drain_fd(s, 0, 1);
 
     for ( ;; ) {
         if (s->closed) {
@@ -607,34 +608,39 @@ ngx_nffi_stream_wake_lua(ngx_nffi_task_t *t, ngx_uint_t reader,
 
 /*
  * Under the stream's mutex: threads blocked on the stream re-check, and an
- * event-loop runtime's fd turns readable when what its last try call
- * waited for may have come (room, data, or the Lua side went).
+ * event-loop runtime's fd turns readable when what a try call waited for
+ * may have come (room, data, or the Lua side went).  Without an fd yet, the
+ * wish stays: the fd starts readable when it is made.
  */
 
 static void
 ngx_nffi_stream_wake_runtime(ngx_nffi_stream_t *s, ngx_uint_t room,
     ngx_uint_t data)
 {
-    uint64_t    one = 1;
-    ngx_uint_t  armed;
+    uint64_t  one = 1;
 
     if (s->runtime_waiting) {
         pthread_cond_broadcast(&s->cond);
     }
 
-    armed = (room && s->runtime_wants_room) || (data && s->runtime_wants_data)
-            || s->closed;
-
-    if (!armed || s->fd == -1 || s->fd_signalled) {
+    if (s->fd == -1) {
         return;
     }
 
-    if (room) {
+    if (room && s->runtime_wants_room) {
         s->runtime_wants_room = 0;
+        s->room_signalled = 1;
     }
 
-    if (data) {
+    if (data && s->runtime_wants_data) {
         s->runtime_wants_data = 0;
+        s->data_signalled = 1;
+    }
+
+    if (s->fd_readable
+        || !(s->room_signalled || s->data_signalled || s->closed))
+    {
+        return;
     }
 
     if (write(s->fd, &one, sizeof(one)) == -1) {
@@ -644,7 +650,7 @@ ngx_nffi_stream_wake_runtime(ngx_nffi_stream_t *s, ngx_uint_t room,
         return;
     }
 
-    s->fd_signalled = 1;
+    s->fd_readable = 1;
 }
 
 
@@ -659,14 +665,30 @@ ngx_nffi_stream_sleep(ngx_nffi_stream_t *s)
 }
 
 
-/* under the stream's mutex, on a runtime thread */
+/*
+ * Under the stream's mutex, on a runtime thread: a send takes the fd's
+ * signal for room, a read its signal for data.  The fd is reset only when
+ * neither is left, so that a reader and a sender waiting on it at once
+ * cannot take each other's wake.
+ */
 
 static void
-ngx_nffi_stream_drain_fd(ngx_nffi_stream_t *s)
+ngx_nffi_stream_drain_fd(ngx_nffi_stream_t *s, ngx_uint_t room,
+    ngx_uint_t data)
 {
     uint64_t  count;
 
-    if (!s->fd_signalled) {
+    if (room) {
+        s->room_signalled = 0;
+    }
+
+    if (data) {
+        s->data_signalled = 0;
+    }
+
+    if (!s->fd_readable || s->room_signalled || s->data_signalled
+        || s->closed)
+    {
         return;
     }
 
@@ -677,7 +699,7 @@ ngx_nffi_stream_drain_fd(ngx_nffi_stream_t *s)
                       "failed");
     }
 
-    s->fd_signalled = 0;
+    s->fd_readable = 0;
 }
 
 

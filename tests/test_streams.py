@@ -208,6 +208,33 @@ def test_the_non_blocking_forms_wait_on_the_streams_fd(nginx, late_ms):
     assert int(lines[1].split("waits=")[1]) >= 2
 
 
+def test_a_reader_and_a_sender_wait_on_one_fd_at_once(nginx):
+    srv = nginx(server=location("/t", r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1"))
+        -- small windows: the runtime's reader and sender threads both wait
+        -- on the stream's fd, often at the same time
+        local s = assert(rt:__stream("stream_duplex", "200,1000",
+                                     { window = 2000 }))
+        local writer = ngx.thread.spawn(function()
+            for i = 1, 200 do
+                assert(s:write(string.rep("w", 1000)))
+            end
+            return s:close_write()
+        end)
+        local total, last = 0, nil
+        while true do
+            local chunk, status, msg = s:read()
+            if not chunk then ngx.say("end ", status, " ", msg) break end
+            total = total + #chunk
+            last = chunk
+        end
+        ngx.say(total - #last, " ", last, " ",
+                select(2, ngx.thread.wait(writer)))
+    """))
+    assert srv.get("/t").splitlines() == [
+        "end 0 nil", "200000 read=200000 true"]
+
+
 def test_timeouts_idle_and_overall(nginx):
     srv = nginx(server=STATS + location("/t", r"""
         local slow = %d

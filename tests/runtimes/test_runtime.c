@@ -813,6 +813,111 @@ test_rt_stream_try(void *task, const char *req, int len)
 }
 
 
+/* the fd forms from two threads at once: one reads every chunk Lua
+ * writes while the other sends N chunks of SIZE bytes (req "N,SIZE"); both
+ * wait on the stream's one fd */
+
+typedef struct {
+    void       *task;
+    long long   total;
+    int         waits;
+    int         rc;
+} test_rt_duplex_t;
+
+
+static void *
+test_rt_duplex_reader(void *arg)
+{
+    int                len;
+    char              *chunk;
+    test_rt_duplex_t  *d = arg;
+
+    for ( ;; ) {
+        d->rc = ngx_http_lua_nonblocking_ffi_stream_try_read(d->task, &chunk,
+                                                             &len);
+
+        if (d->rc == NONBLOCKING_FFI_STREAM_OK) {
+            d->total += len;
+            free(chunk);
+            continue;
+        }
+
+        if (d->rc != NONBLOCKING_FFI_STREAM_AGAIN
+            || test_rt_stream_wait_fd(d->task, &d->waits, 0) != 0)
+        {
+            return NULL;
+        }
+    }
+}
+
+
+static void *
+test_rt_stream_duplex_run(void *task, const char *req)
+{
+    int               i, n, size, rc, waits;
+    char             *chunk, text[96];
+    pthread_t         reader;
+    test_rt_duplex_t  d;
+
+    n = 0;
+    size = 1;
+    sscanf(req, "%d,%d", &n, &size);
+    waits = 0;
+    rc = NONBLOCKING_FFI_STREAM_OK;
+
+    memset(&d, 0, sizeof(d));
+    d.task = task;
+
+    if (pthread_create(&reader, NULL, test_rt_duplex_reader, &d) != 0) {
+        test_rt_answer_text(task, 1, "pthread_create() failed");
+        return NULL;
+    }
+
+    for (i = 0; i < n && rc == NONBLOCKING_FFI_STREAM_OK; i++) {
+        chunk = malloc(size);
+        if (chunk == NULL) {
+            rc = NONBLOCKING_FFI_STREAM_ERROR;
+            break;
+        }
+
+        memset(chunk, 'a' + i % 26, size);
+
+        for ( ;; ) {
+            rc = ngx_http_lua_nonblocking_ffi_stream_try_send(task, chunk,
+                                                              size);
+
+            if (rc != NONBLOCKING_FFI_STREAM_AGAIN
+                || test_rt_stream_wait_fd(task, &waits, 0) != 0)
+            {
+                break;
+            }
+        }
+
+        if (rc == NONBLOCKING_FFI_STREAM_AGAIN) {
+            free(chunk);
+        }
+    }
+
+    /* the task is answered only once the reader is done with it */
+    pthread_join(reader, NULL);
+
+    snprintf(text, sizeof(text), "read=%lld", d.total);
+    test_rt_answer_text(task,
+                        rc == NONBLOCKING_FFI_STREAM_OK
+                        && d.rc == NONBLOCKING_FFI_STREAM_END ? 0 : 1,
+                        text);
+
+    return NULL;
+}
+
+
+static void
+test_rt_stream_duplex(void *task, const char *req, int len)
+{
+    test_rt_stream_on_thread(task, req, len, test_rt_stream_duplex_run);
+}
+
+
 /* one chunk, then a runtime error */
 
 static void
@@ -866,6 +971,7 @@ static const test_rt_method_t  test_rt_methods[] = {
     { "stream_echo", test_rt_stream_echo },
     { "stream_sink", test_rt_stream_sink },
     { "stream_try", test_rt_stream_try },
+    { "stream_duplex", test_rt_stream_duplex },
     { "stream_error", test_rt_stream_error },
     { "stream_misuse", test_rt_stream_misuse },
     { NULL, NULL }
