@@ -7,52 +7,57 @@ They call the task's non-blocking try_read() and try_send(), and when those
 raise BlockingIOError wait until the task's stream fd is readable, on the
 running loop.
 
-One coroutine at a time: the fd serves both directions, and any try_ call
-resets it, so a send while another coroutine waits for a chunk (or the
-other way round) could take that coroutine's wake-up, and it would wait
-until the stream's timeout.  Such a second coroutine is refused instead.
+A reader and a sender coroutine may wait at once: asyncio takes one
+reader callback per fd, so the coroutines waiting on a task's fd share one
+registration, and a readable fd wakes them all (each retries, and waits
+again if it must).  The module keeps the fd's signal per direction, so
+neither takes the other's wake-up.
 """
 
 import asyncio
 
 from _nonblocking_ffi import _set_async
 
-# task -> the _Wait of the coroutine that waits on its stream fd
+# task -> the _Wait of the coroutines that wait on its stream fd
 _WAITS = {}
 
 
 class _Wait:
-    __slots__ = ("loop", "fd", "future")
+    __slots__ = ("loop", "fd", "futures")
 
     def __init__(self, loop, fd):
         self.loop = loop
         self.fd = fd
-        self.future = loop.create_future()
-
-
-def _alone(task):
-    if task in _WAITS:
-        raise RuntimeError(
-            "another coroutine waits on this task's stream: on an event "
-            "loop one coroutine at a time may read or send (the two "
-            "directions share the stream's fd)")
+        self.futures = []
 
 
 async def _readable(task):
     """Until the task's stream fd is readable (or the task is released)."""
-    loop = asyncio.get_running_loop()
-    wait = _Wait(loop, task.stream_fd())
-    loop.add_reader(wait.fd, _wake, wait.future)
-    _WAITS[task] = wait
+    wait = _WAITS.get(task)
+    if wait is None:
+        loop = asyncio.get_running_loop()
+        wait = _Wait(loop, task.stream_fd())
+        loop.add_reader(wait.fd, _wake, task, wait)
+        _WAITS[task] = wait
+    future = wait.loop.create_future()
+    wait.futures.append(future)
     try:
-        await wait.future
+        await future
     finally:
-        _stop(task, wait)
+        if future in wait.futures:
+            wait.futures.remove(future)
+        if not wait.futures:
+            _stop(task, wait)
 
 
-def _wake(future):
-    if not future.done():
-        future.set_result(None)
+def _wake(task, wait):
+    # the fd stays readable until the try call of its direction: nobody
+    # may stay registered without retrying
+    futures, wait.futures = wait.futures, []
+    _stop(task, wait)
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 def _stop(task, wait):
@@ -64,18 +69,16 @@ def _stop(task, wait):
 
 
 def release(task):
-    """Before the task is answered: a coroutine the handler left waiting on
-    its stream stops watching the fd (the module closes it with the answer)
-    and wakes; its next call finds the task answered."""
+    """Before the task is answered: coroutines the handler left waiting on
+    its stream stop watching the fd (the module closes it with the answer)
+    and wake; their next call finds the task answered."""
     wait = _WAITS.get(task)
     if wait is not None:
-        _stop(task, wait)
-        _wake(wait.future)
+        _wake(task, wait)
 
 
 async def aread(task):
     while True:
-        _alone(task)
         try:
             return task.try_read()
         except BlockingIOError:
@@ -91,7 +94,6 @@ async def next_chunk(task):
 
 async def asend(task, chunk):
     while True:
-        _alone(task)
         try:
             return task.try_send(chunk)
         except BlockingIOError:
