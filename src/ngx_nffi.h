@@ -184,6 +184,14 @@ struct ngx_nffi_task_s {
 };
 
 
+/*
+ * The chunk of a done stack node, or NULL for a task (the magic after the
+ * node tells; inline: the worker asks it of every answer it takes).
+ */
+#define ngx_nffi_chunk_of(n)                                                  \
+    (((ngx_nffi_chunk_t *) (n))->magic == NGX_NFFI_CHUNK_MAGIC                \
+     ? (ngx_nffi_chunk_t *) (n) : NULL)
+
 /* the task whose node (on a queue or a stack) this is */
 #define ngx_nffi_task_from_node(n)                                            \
     ((ngx_nffi_task_t *) ((u_char *) (n) - offsetof(ngx_nffi_task_t, node)))
@@ -398,7 +406,6 @@ void ngx_nffi_task_release_semaphores(void);
 
 /* ngx_nffi_stream.c */
 ngx_int_t ngx_nffi_stream_open(ngx_nffi_task_t *t, size_t window);
-ngx_nffi_chunk_t *ngx_nffi_stream_chunk_of(ngx_nffi_node_t *node);
 void ngx_nffi_stream_deliver(ngx_nffi_chunk_t *c);
 void ngx_nffi_stream_answered(ngx_nffi_task_t *t);
 ngx_nffi_chunk_t *ngx_nffi_stream_next(ngx_nffi_task_t *t, int *state);

@@ -381,7 +381,7 @@ ngx_nffi_event_take_done(void)
 
     for (n = 0; node; node = next, n++) {
         next = node->next;
-        c = ngx_nffi_stream_chunk_of(node);
+        c = ngx_nffi_chunk_of(node);
 
         if (c) {
             ngx_nffi_stream_deliver(c);

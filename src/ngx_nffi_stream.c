@@ -79,17 +79,6 @@ ngx_nffi_stream_open(ngx_nffi_task_t *t, size_t window)
 }
 
 
-/* the chunk of a done stack node, or NULL for a task */
-
-ngx_nffi_chunk_t *
-ngx_nffi_stream_chunk_of(ngx_nffi_node_t *node)
-{
-    ngx_nffi_chunk_t  *c = (ngx_nffi_chunk_t *) node;
-
-    return c->magic == NGX_NFFI_CHUNK_MAGIC ? c : NULL;
-}
-
-
 /* a chunk a runtime sent, or a ROOM notice, taken from the done stack */
 
 void
