@@ -79,6 +79,31 @@ ngx_nffi_stream_open(ngx_nffi_task_t *t, size_t window)
 }
 
 
+/*
+ * A chunk of either direction (on any thread), around malloc'ed data;
+ * NULL without memory: data is still the caller's.
+ */
+
+ngx_nffi_chunk_t *
+ngx_nffi_stream_new_chunk(ngx_nffi_task_t *t, char *data, size_t len)
+{
+    ngx_nffi_chunk_t  *c;
+
+    c = calloc(1, sizeof(ngx_nffi_chunk_t));
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->magic = NGX_NFFI_CHUNK_MAGIC;
+    c->kind = NGX_NFFI_CHUNK_DATA;
+    c->task = t;
+    c->data = data;
+    c->len = len;
+
+    return c;
+}
+
+
 /* a chunk a runtime sent, or a ROOM notice, taken from the done stack */
 
 void
@@ -200,6 +225,7 @@ int
 ngx_nffi_stream_write(ngx_nffi_task_t *t, const char *data, size_t len)
 {
     int                 rc;
+    char               *copy;
     ngx_nffi_chunk_t   *c;
     ngx_nffi_stream_t  *s;
 
@@ -213,23 +239,20 @@ ngx_nffi_stream_write(ngx_nffi_task_t *t, const char *data, size_t len)
         return s->in_ended ? -3 : 0;
     }
 
-    c = ngx_calloc(sizeof(ngx_nffi_chunk_t), ngx_nffi_worker.log);
-    if (c == NULL) {
-        return -2;
-    }
-
     /* the runtime frees it with free(): plain malloc(), NUL-terminated */
-    c->data = malloc(len + 1);
-    if (c->data == NULL) {
-        ngx_free(c);
+    copy = malloc(len + 1);
+    if (copy == NULL) {
         return -2;
     }
 
-    ngx_memcpy(c->data, data, len);
-    c->data[len] = '\0';
-    c->len = len;
-    c->magic = NGX_NFFI_CHUNK_MAGIC;
-    c->task = t;
+    ngx_memcpy(copy, data, len);
+    copy[len] = '\0';
+
+    c = ngx_nffi_stream_new_chunk(t, copy, len);
+    if (c == NULL) {
+        free(copy);
+        return -2;
+    }
 
     pthread_mutex_lock(&s->mutex);
 
@@ -371,28 +394,6 @@ ngx_nffi_stream_close_all(void)
 
 
 /* --- runtime threads (through ngx_nffi_abi.c) */
-
-
-/* NULL without memory: data is still the caller's */
-
-ngx_nffi_chunk_t *
-ngx_nffi_stream_new_chunk(ngx_nffi_task_t *t, char *data, size_t len)
-{
-    ngx_nffi_chunk_t  *c;
-
-    c = calloc(1, sizeof(ngx_nffi_chunk_t));
-    if (c == NULL) {
-        return NULL;
-    }
-
-    c->magic = NGX_NFFI_CHUNK_MAGIC;
-    c->kind = NGX_NFFI_CHUNK_DATA;
-    c->task = t;
-    c->data = data;
-    c->len = len;
-
-    return c;
-}
 
 
 /*
