@@ -62,6 +62,9 @@ int ngx_nffi_lua_stats(void *runtime, ngx_nffi_lua_stats_t *out);
 void *ngx_nffi_lua_next_runtime(void *runtime);
 
 
+static void ngx_nffi_lua_timed_out(ngx_nffi_task_t *t);
+
+
 #define ngx_nffi_lua_error(...)                                               \
     *errlen = ngx_snprintf(err, *errlen, __VA_ARGS__) - err
 
@@ -202,8 +205,7 @@ ngx_nffi_lua_abandon(ngx_nffi_task_t *t, int timed_out)
     }
 
     if (timed_out) {
-        t->timed_out = 1;
-        ngx_nffi_runtime_failed(t->runtime, NGX_NFFI_FAILURE_TIMEOUT);
+        ngx_nffi_lua_timed_out(t);
     }
 
     ngx_nffi_task_release_lua(t, 1);
@@ -318,8 +320,7 @@ ngx_nffi_lua_stream_cancel(ngx_nffi_task_t *t, int timed_out)
     }
 
     if (timed_out && t->runtime_ref) {
-        t->timed_out = 1;
-        ngx_nffi_runtime_failed(t->runtime, NGX_NFFI_FAILURE_TIMEOUT);
+        ngx_nffi_lua_timed_out(t);
     }
 
     ngx_nffi_task_cancel(t);
@@ -411,4 +412,14 @@ ngx_nffi_lua_next_runtime(void *runtime)
     rt = ngx_nffi_runtime_of(runtime);
 
     return rt ? ngx_nffi_runtime_next_loaded(rt) : NULL;
+}
+
+
+/* a call or a stream gave up waiting: its late answer counts as late */
+
+static void
+ngx_nffi_lua_timed_out(ngx_nffi_task_t *t)
+{
+    t->timed_out = 1;
+    ngx_nffi_runtime_failed(t->runtime, NGX_NFFI_FAILURE_TIMEOUT);
 }
