@@ -528,12 +528,13 @@ function stream_methods.read(s, timeout)
         return nil, "another coroutine reads this stream"
     end
 
+    -- the overall timeout let the task go
+    if s.over and s.task == nil then
+        return nil, "timeout"
+    end
+
     local state = stream_state
     while true do
-        if s.over and s.task == nil then
-            return nil, "timeout"
-        end
-
         local chunk = lua_stream_next(s.task, state)
         if chunk ~= nil then
             return ffi_str(chunk.data, chunk.len)
