@@ -726,52 +726,51 @@ test_rt_stream_wait_fd(void *task, int *waits, int late_ms)
 }
 
 
-/* the non-blocking forms: reads every chunk (the bytes are counted), then
- * sends N chunks of SIZE bytes (req "N,SIZE[,LATE_MS]"), waiting on the
- * fd; with LATE_MS, the first AGAIN is waited out LATE_MS before the fd
- * is first asked for */
+/*
+ * Reads every chunk Lua writes with the non-blocking form, counting its
+ * bytes, waiting on the fd; *late (ms) delays the first wait, then is 0.
+ * Returns how it ended: NONBLOCKING_FFI_STREAM_END, or a failure.
+ */
 
-static void *
-test_rt_stream_try_run(void *task, const char *req)
+static int
+test_rt_try_read_all(void *task, long long *total, int *waits, int *late)
 {
-    int        i, n, size, rc, len, waits, late;
-    char      *chunk, text[96];
-    long long  total;
-
-    n = 0;
-    size = 1;
-    late = 0;
-    sscanf(req, "%d,%d,%d", &n, &size, &late);
-    total = 0;
-    waits = 0;
+    int    rc, len;
+    char  *chunk;
 
     for ( ;; ) {
         rc = ngx_http_lua_nonblocking_ffi_stream_try_read(task, &chunk, &len);
 
         if (rc == NONBLOCKING_FFI_STREAM_OK) {
-            total += len;
+            *total += len;
             free(chunk);
             continue;
         }
 
         if (rc != NONBLOCKING_FFI_STREAM_AGAIN
-            || test_rt_stream_wait_fd(task, &waits, late) != 0)
+            || test_rt_stream_wait_fd(task, waits, *late) != 0)
         {
-            break;
+            return rc;
         }
 
-        late = 0;
+        *late = 0;
     }
+}
 
-    if (rc != NONBLOCKING_FFI_STREAM_END) {
-        test_rt_answer_text(task, 1, "try_read failed");
-        return NULL;
-    }
+
+/* sends n chunks of size bytes ('a' for the first...) with the
+ * non-blocking form, waiting on the fd as above; OK or a failure */
+
+static int
+test_rt_try_send_all(void *task, int n, int size, int *waits, int *late)
+{
+    int    i, rc;
+    char  *chunk;
 
     for (i = 0; i < n; i++) {
         chunk = malloc(size);
         if (chunk == NULL) {
-            break;
+            return NONBLOCKING_FFI_STREAM_ERROR;
         }
 
         memset(chunk, 'a' + i % 26, size);
@@ -781,12 +780,12 @@ test_rt_stream_try_run(void *task, const char *req)
                                                               size);
 
             if (rc != NONBLOCKING_FFI_STREAM_AGAIN
-                || test_rt_stream_wait_fd(task, &waits, late) != 0)
+                || test_rt_stream_wait_fd(task, waits, *late) != 0)
             {
                 break;
             }
 
-            late = 0;
+            *late = 0;
         }
 
         if (rc != NONBLOCKING_FFI_STREAM_OK) {
@@ -794,9 +793,45 @@ test_rt_stream_try_run(void *task, const char *req)
                 free(chunk);
             }
 
-            test_rt_answer_text(task, 1, "try_send failed");
-            return NULL;
+            return rc;
         }
+    }
+
+    return NONBLOCKING_FFI_STREAM_OK;
+}
+
+
+/* the non-blocking forms: reads every chunk (the bytes are counted), then
+ * sends N chunks of SIZE bytes (req "N,SIZE[,LATE_MS]"), waiting on the
+ * fd; with LATE_MS, the first AGAIN is waited out LATE_MS before the fd
+ * is first asked for */
+
+static void *
+test_rt_stream_try_run(void *task, const char *req)
+{
+    int        n, size, waits, late;
+    char       text[96];
+    long long  total;
+
+    n = 0;
+    size = 1;
+    late = 0;
+    sscanf(req, "%d,%d,%d", &n, &size, &late);
+    total = 0;
+    waits = 0;
+
+    if (test_rt_try_read_all(task, &total, &waits, &late)
+        != NONBLOCKING_FFI_STREAM_END)
+    {
+        test_rt_answer_text(task, 1, "try_read failed");
+        return NULL;
+    }
+
+    if (test_rt_try_send_all(task, n, size, &waits, &late)
+        != NONBLOCKING_FFI_STREAM_OK)
+    {
+        test_rt_answer_text(task, 1, "try_send failed");
+        return NULL;
     }
 
     snprintf(text, sizeof(text), "read=%lld waits=%d", total, waits);
@@ -828,34 +863,21 @@ typedef struct {
 static void *
 test_rt_duplex_reader(void *arg)
 {
-    int                len;
-    char              *chunk;
+    int                late;
     test_rt_duplex_t  *d = arg;
 
-    for ( ;; ) {
-        d->rc = ngx_http_lua_nonblocking_ffi_stream_try_read(d->task, &chunk,
-                                                             &len);
+    late = 0;
+    d->rc = test_rt_try_read_all(d->task, &d->total, &d->waits, &late);
 
-        if (d->rc == NONBLOCKING_FFI_STREAM_OK) {
-            d->total += len;
-            free(chunk);
-            continue;
-        }
-
-        if (d->rc != NONBLOCKING_FFI_STREAM_AGAIN
-            || test_rt_stream_wait_fd(d->task, &d->waits, 0) != 0)
-        {
-            return NULL;
-        }
-    }
+    return NULL;
 }
 
 
 static void *
 test_rt_stream_duplex_run(void *task, const char *req)
 {
-    int               i, n, size, rc, waits;
-    char             *chunk, text[96];
+    int               n, size, rc, waits, late;
+    char              text[96];
     pthread_t         reader;
     test_rt_duplex_t  d;
 
@@ -863,7 +885,7 @@ test_rt_stream_duplex_run(void *task, const char *req)
     size = 1;
     sscanf(req, "%d,%d", &n, &size);
     waits = 0;
-    rc = NONBLOCKING_FFI_STREAM_OK;
+    late = 0;
 
     memset(&d, 0, sizeof(d));
     d.task = task;
@@ -873,30 +895,7 @@ test_rt_stream_duplex_run(void *task, const char *req)
         return NULL;
     }
 
-    for (i = 0; i < n && rc == NONBLOCKING_FFI_STREAM_OK; i++) {
-        chunk = malloc(size);
-        if (chunk == NULL) {
-            rc = NONBLOCKING_FFI_STREAM_ERROR;
-            break;
-        }
-
-        memset(chunk, 'a' + i % 26, size);
-
-        for ( ;; ) {
-            rc = ngx_http_lua_nonblocking_ffi_stream_try_send(task, chunk,
-                                                              size);
-
-            if (rc != NONBLOCKING_FFI_STREAM_AGAIN
-                || test_rt_stream_wait_fd(task, &waits, 0) != 0)
-            {
-                break;
-            }
-        }
-
-        if (rc == NONBLOCKING_FFI_STREAM_AGAIN) {
-            free(chunk);
-        }
-    }
+    rc = test_rt_try_send_all(task, n, size, &waits, &late);
 
     /* the task is answered only once the reader is done with it */
     pthread_join(reader, NULL);
