@@ -75,9 +75,11 @@ def counter(srv, name):
     return int(srv.get("/stats").split(name + "=")[1].split()[0])
 
 
-# Lua: reads a stream to its end: each chunk's length and first byte, then the
-# final status
-READ_ALL = r"""
+def read_all_lua(whole=0):
+    """Lua defining read_all(s, timeout): reads a stream to its end; each
+    chunk of up to `whole` bytes as it is, a longer one as its length and
+    first byte; then the final status."""
+    return r"""
     local function read_all(s, timeout)
         local out = {}
         while true do
@@ -86,10 +88,15 @@ READ_ALL = r"""
                 out[#out + 1] = "end " .. tostring(a) .. " " .. tostring(b)
                 return table.concat(out, ",")
             end
-            out[#out + 1] = #chunk .. chunk:sub(1, 1)
+            out[#out + 1] = #chunk > %d and (#chunk .. chunk:sub(1, 1))
+                            or chunk
         end
     end
-"""
+""" % whole
+
+
+# every chunk as its length and first byte
+READ_ALL = read_all_lua()
 
 
 @pytest.fixture

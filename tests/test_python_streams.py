@@ -13,6 +13,7 @@ import socket
 
 import pytest
 
+from conftest import read_all_lua
 from harness import SLOW, wait_for
 from test_python import TB, modules, py_location  # noqa: F401 (fixture)
 from test_python import pytestmark  # noqa: F401 (skipped without Python)
@@ -345,22 +346,8 @@ HANDLERS = r'''
             nonblocking_ffi.serve(tq, handle, threads=3)
 '''
 
-# reads a stream to its end: small chunks as they are, large ones as their
-# length and first byte, then the final status
-READ_ALL = r"""
-    local function read_all(s, timeout)
-        local out = {}
-        while true do
-            local chunk, a, b = s:read(timeout)
-            if chunk == nil then
-                out[#out + 1] = "end " .. tostring(a) .. " " .. tostring(b)
-                return table.concat(out, ",")
-            end
-            out[#out + 1] = #chunk > 100 and (#chunk .. chunk:sub(1, 1))
-                            or chunk
-        end
-    end
-"""
+# small chunks as they are, large ones as their length and first byte
+READ_ALL = read_all_lua(100)
 
 MODES = ["threads", "async"]
 
