@@ -331,7 +331,9 @@ int ngx_http_lua_nonblocking_ffi_stream_try_read(void *tsk, char **chunk,
  * asked for), or the Lua side gave up.  It stays readable until the call
  * of that direction is made again (a try_send after room, a try_read after
  * a chunk), and for good once the Lua side gave up, so a reader and a
- * sender of one task may wait on it at once.
+ * sender of one task may wait on it at once.  Each of those events writes
+ * it anew, so edge-triggered watchers (EPOLLET, tokio's AsyncFd) see them
+ * all.
  * Never read, write or close it; unregister it from the loop before
  * answering the task: the module closes it when the task is done.  The
  * same fd for every call on one task; -1 (with errno) on misuse or when

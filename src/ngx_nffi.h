@@ -259,6 +259,7 @@ struct ngx_nffi_stream_s {
     /* what the fd says, per direction: each try call takes its own */
     unsigned               room_signalled:1;
     unsigned               data_signalled:1;
+    unsigned               closed_signalled:1;
     unsigned               fd_readable:1;
     int                    runtime_waiting;       /* threads on cond */
     int                    fd;                    /* -1 until asked */

@@ -543,10 +543,7 @@ ngx_nffi_stream_fd(ngx_nffi_task_t *t)
          * What happened between a try call's AGAIN and this first fd is
          * not lost: the fd starts readable (at worst a spurious wake)
          */
-        if (s->fd != -1
-            && (s->closed || s->runtime_wants_room
-                || s->runtime_wants_data))
-        {
+        if (s->fd != -1) {
             ngx_nffi_stream_wake_runtime(s, 1, 1);
         }
     }
@@ -607,7 +604,8 @@ static void
 ngx_nffi_stream_wake_runtime(ngx_nffi_stream_t *s, ngx_uint_t room,
     ngx_uint_t data)
 {
-    uint64_t  one = 1;
+    uint64_t    one = 1;
+    ngx_uint_t  signal;
 
     if (s->runtime_waiting) {
         pthread_cond_broadcast(&s->cond);
@@ -617,19 +615,31 @@ ngx_nffi_stream_wake_runtime(ngx_nffi_stream_t *s, ngx_uint_t room,
         return;
     }
 
+    signal = 0;
+
     if (room && s->runtime_wants_room) {
         s->runtime_wants_room = 0;
         s->room_signalled = 1;
+        signal = 1;
     }
 
     if (data && s->runtime_wants_data) {
         s->runtime_wants_data = 0;
         s->data_signalled = 1;
+        signal = 1;
     }
 
-    if (s->fd_readable
-        || !(s->room_signalled || s->data_signalled || s->closed))
-    {
+    if (s->closed && !s->closed_signalled) {
+        s->closed_signalled = 1;
+        signal = 1;
+    }
+
+    /*
+     * Every signal is written, also to an fd that is readable already: an
+     * edge-triggered watcher (EPOLLET, tokio's AsyncFd) is woken by writes,
+     * not by a readable fd, and would miss a second direction's signal.
+     */
+    if (!signal) {
         return;
     }
 

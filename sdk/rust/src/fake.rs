@@ -76,7 +76,11 @@ pub struct StreamState {
     wants_room: bool,
     wants_data: bool,
     fd_made: bool,
-    signalled: bool,
+    /// what the fd says, per direction, as in the module
+    room_signalled: bool,
+    data_signalled: bool,
+    closed_signalled: bool,
+    readable: bool,
 }
 
 struct FakeStream {
@@ -89,22 +93,43 @@ struct FakeStream {
 impl FakeStream {
     /// As the module: threads blocked on the stream re-check; the fd turns
     /// readable when a try_ call waits for what came, or the stream closed.
+    /// Without an fd yet the wish stays: the fd starts readable when made.
+    /// Every signal is written, for edge-triggered watchers such as tokio's.
     fn wake(&self, state: &mut StreamState, room: bool, data: bool) {
         self.cond.notify_all();
-        let armed = (room && state.wants_room) || (data && state.wants_data) || state.closed;
-        if !armed || !state.fd_made || state.signalled {
+        if !state.fd_made {
             return;
         }
-        state.wants_room &= !room;
-        state.wants_data &= !data;
-        (&self.tx).write_all(b"x").unwrap();
-        state.signalled = true;
+        let mut signal = false;
+        if room && state.wants_room {
+            state.wants_room = false;
+            state.room_signalled = true;
+            signal = true;
+        }
+        if data && state.wants_data {
+            state.wants_data = false;
+            state.data_signalled = true;
+            signal = true;
+        }
+        if state.closed && !state.closed_signalled {
+            state.closed_signalled = true;
+            signal = true;
+        }
+        if signal {
+            (&self.tx).write_all(b"x").unwrap();
+            state.readable = true;
+        }
     }
 
-    fn drain(&self, state: &mut StreamState) {
-        if state.signalled {
-            state.signalled = false;
-            let _ = (&self.rx).read(&mut [0u8; 8]);
+    /// As the module: a send takes the fd's signal for room, a read its
+    /// signal for data; the fd is reset only when neither is left.
+    fn drain(&self, state: &mut StreamState, room: bool, data: bool) {
+        state.room_signalled &= !room;
+        state.data_signalled &= !data;
+        if state.readable && !state.room_signalled && !state.data_signalled && !state.closed {
+            state.readable = false;
+            // every byte the signals wrote, as reading an eventfd resets it
+            while matches!((&self.rx).read(&mut [0u8; 64]), Ok(n) if n > 0) {}
         }
     }
 }
@@ -256,6 +281,7 @@ impl FakeQueue {
     /// Queues runtime:__stream(method, req, { window = window }).
     pub fn push_stream(&self, method: &str, req: Option<&[u8]>, window: usize) -> Arc<FakeTask> {
         let (rx, tx) = UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
         let stream = FakeStream {
             state: Mutex::new(StreamState {
                 window,
@@ -485,7 +511,7 @@ fn send(tsk: *mut c_void, chunk: *mut c_char, len: c_int, wait: bool) -> c_int {
     };
     let mut st = s.state.lock().unwrap();
     assert!(!st.answered, "stream_send after the answer");
-    s.drain(&mut st);
+    s.drain(&mut st, true, false);
     loop {
         if st.closed {
             st.closed_seen += 1;
@@ -523,7 +549,7 @@ fn read(tsk: *mut c_void, chunk: *mut *mut c_char, len: *mut c_int, wait: bool) 
     assert!(!chunk.is_null() && !len.is_null());
     let mut st = s.state.lock().unwrap();
     assert!(!st.answered, "stream_read after the answer");
-    s.drain(&mut st);
+    s.drain(&mut st, false, true);
     let (rc, bytes) = loop {
         if st.closed {
             st.closed_seen += 1;
@@ -612,10 +638,8 @@ extern "C" fn ngx_http_lua_nonblocking_ffi_stream_fd(tsk: *mut c_void) -> c_int 
     let mut st = s.state.lock().unwrap();
     if !st.fd_made {
         st.fd_made = true;
-        // as the module: a close before the fd existed is not lost
-        if st.closed {
-            s.wake(&mut st, true, true);
-        }
+        // as the module: what came before the fd existed is not lost
+        s.wake(&mut st, true, true);
     }
     s.rx.as_raw_fd()
 }

@@ -246,9 +246,10 @@ impl Shared {
     }
 }
 
-/// The wakers of the stream calls of one task that wait.  Every `try_`
-/// call resets the stream's fd, which both directions share: whatever
-/// makes it readable wakes every one of them, and each tries again.
+/// The wakers of the stream calls of one task that wait.  Both directions
+/// share the stream's one fd (one `AsyncFd`, which keeps one reader
+/// waker): whatever the module signals on it wakes every one of them, and
+/// each tries again.
 #[derive(Default)]
 struct Waiting(Mutex<Vec<Waker>>);
 
