@@ -163,8 +163,8 @@ struct ngx_nffi_task_s {
     unsigned               runtime_ref:1;
     unsigned               timed_out:1;
 
-    /* CLOCK_MONOTONIC when posted: the latency statistics */
-    long long              posted_ns;
+    /* ngx_nffi_clock_ticks() when posted: the latency statistics */
+    long long              posted_ticks;
 
     /* for the debug log: the n-th call of this worker */
     ngx_uint_t             id;
@@ -397,7 +397,7 @@ ngx_nffi_task_t *ngx_nffi_task_get(void);
 ngx_int_t ngx_nffi_task_set_request(ngx_nffi_task_t *t, const char *method,
     size_t method_len, const char *req, size_t req_len);
 ngx_nffi_task_t *ngx_nffi_task_of(void *tsk);
-void ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ns);
+void ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ticks);
 ngx_int_t ngx_nffi_task_attach_request(ngx_nffi_task_t *t, ngx_pool_t *pool);
 void ngx_nffi_task_cancel(ngx_nffi_task_t *t);
 void ngx_nffi_task_release_lua(ngx_nffi_task_t *t, ngx_uint_t cancel);

@@ -76,7 +76,7 @@ static ngx_uint_t           ngx_nffi_poll_rounds;
 static ngx_uint_t           ngx_nffi_poll_budget;
 static ngx_uint_t           ngx_nffi_poll_max;
 static ngx_flag_t           ngx_nffi_poll_found;
-static long long            ngx_nffi_last_post_ns;
+static long long            ngx_nffi_last_post_ticks;
 static ngx_nffi_flag_t      ngx_nffi_polling;
 
 
@@ -238,7 +238,7 @@ ngx_nffi_event_expect_answer(ngx_uint_t loop_spin)
     ngx_uint_t  rounds;
 
     if (ngx_nffi_poll_budget < ngx_nffi_poll_max) {
-        ngx_nffi_last_post_ns = ngx_nffi_monotonic_ns();
+        ngx_nffi_last_post_ticks = ngx_nffi_clock_ticks();
     }
 
     rounds = ngx_min(loop_spin, ngx_nffi_poll_budget);
@@ -341,7 +341,8 @@ ngx_nffi_event_read_handler(ngx_event_t *ev)
 
     if (ngx_nffi_event_take_done()
         && ngx_nffi_poll_budget < ngx_nffi_poll_max
-        && ngx_nffi_monotonic_ns() - ngx_nffi_last_post_ns
+        && ngx_nffi_clock_ns(ngx_nffi_clock_ticks()
+                             - ngx_nffi_last_post_ticks)
            < NGX_NFFI_SHORT_WAIT_NS)
     {
         /* poll_max is at most NGX_NFFI_SPIN_MAX: this cannot overflow */
@@ -356,7 +357,7 @@ ngx_nffi_event_read_handler(ngx_event_t *ev)
 static ngx_uint_t
 ngx_nffi_event_take_done(void)
 {
-    long long          now_ns;
+    long long          now_ticks;
     ngx_uint_t         n;
     ngx_nffi_node_t   *node, *next;
     ngx_nffi_chunk_t  *c;
@@ -377,7 +378,7 @@ ngx_nffi_event_take_done(void)
     }
 
     /* one clock read for the whole batch: all of it is here now */
-    now_ns = ngx_nffi_monotonic_ns();
+    now_ticks = ngx_nffi_clock_ticks();
 
     for (n = 0; node; node = next, n++) {
         next = node->next;
@@ -387,7 +388,7 @@ ngx_nffi_event_take_done(void)
             ngx_nffi_stream_deliver(c);
 
         } else {
-            ngx_nffi_task_answered(ngx_nffi_task_from_node(node), now_ns);
+            ngx_nffi_task_answered(ngx_nffi_task_from_node(node), now_ticks);
         }
     }
 

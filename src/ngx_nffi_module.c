@@ -70,6 +70,8 @@ ngx_nffi_init_process(ngx_cycle_t *cycle)
 void
 ngx_nffi_worker_start(ngx_cycle_t *cycle)
 {
+    int  tsc;
+
     if (ngx_nffi_worker.active || ngx_nffi_worker.exiting
         || (ngx_process != NGX_PROCESS_WORKER
             && ngx_process != NGX_PROCESS_SINGLE)
@@ -104,12 +106,15 @@ ngx_nffi_worker_start(ngx_cycle_t *cycle)
     }
 
     ngx_nffi_signal_init();
+    tsc = ngx_nffi_clock_init(-1);
 
     ngx_nffi_worker.active = 1;
 
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                  "nonblocking_ffi %s (ABI version %d) ready",
-                  NGX_NFFI_VERSION, NONBLOCKING_FFI_ABI_VERSION);
+                  "nonblocking_ffi %s (ABI version %d) ready, latencies "
+                  "timed with %s", NGX_NFFI_VERSION,
+                  NONBLOCKING_FFI_ABI_VERSION,
+                  tsc ? "the time-stamp counter" : "CLOCK_MONOTONIC");
 }
 
 

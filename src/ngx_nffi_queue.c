@@ -5,9 +5,11 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,12 +20,23 @@
 /* a sleep shorter than this means a spin would have found the task */
 #define NGX_NFFI_SHORT_PARK_NS  200000
 
+/* how long ngx_nffi_clock_init() measures the time-stamp counter's rate */
+#define NGX_NFFI_CLOCK_CALIBRATION_NS  1000000
+
 
 static int ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
     int max);
 static void ngx_nffi_queue_signal(ngx_nffi_queue_t *q, int readable);
 static void ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q);
+#if defined(__x86_64__)
+static int ngx_nffi_clock_kernel_uses_tsc(void);
+static void ngx_nffi_clock_read_both(long long *ticks, long long *ns);
+#endif
+
+
+int            ngx_nffi_clock_tsc;
+static double  ngx_nffi_clock_ns_per_tick = 1.0;
 
 
 int
@@ -362,6 +375,104 @@ ngx_nffi_monotonic_ns(void)
 
     return (long long) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+
+int
+ngx_nffi_clock_init(int use_tsc)
+{
+#if defined(__x86_64__)
+    long long  ticks0, ns0, ticks1, ns1;
+
+    ngx_nffi_clock_tsc = 0;
+    ngx_nffi_clock_ns_per_tick = 1.0;
+
+    if (use_tsc == 0 || (use_tsc < 0 && !ngx_nffi_clock_kernel_uses_tsc())) {
+        return 0;
+    }
+
+    ngx_nffi_clock_tsc = 1;
+
+    /* both clocks run while this thread is off the CPU: no harm there */
+    ngx_nffi_clock_read_both(&ticks0, &ns0);
+
+    do {
+        ngx_nffi_clock_read_both(&ticks1, &ns1);
+    } while (ns1 - ns0 < NGX_NFFI_CLOCK_CALIBRATION_NS);
+
+    ngx_nffi_clock_ns_per_tick = (double) (ns1 - ns0) / (ticks1 - ticks0);
+
+    /* from 10 MHz to 100 GHz; anything else is no usable counter */
+    if (ticks1 <= ticks0
+        || ngx_nffi_clock_ns_per_tick > 100.0
+        || ngx_nffi_clock_ns_per_tick < 0.01)
+    {
+        ngx_nffi_clock_tsc = 0;
+        ngx_nffi_clock_ns_per_tick = 1.0;
+    }
+
+    return ngx_nffi_clock_tsc;
+#else
+    (void) use_tsc;
+
+    return 0;
+#endif
+}
+
+
+long long
+ngx_nffi_clock_ns(long long ticks)
+{
+    return (long long) (ticks * ngx_nffi_clock_ns_per_tick);
+}
+
+
+#if defined(__x86_64__)
+
+static int
+ngx_nffi_clock_kernel_uses_tsc(void)
+{
+    int      fd;
+    char     name[8];
+    ssize_t  n;
+
+    fd = open("/sys/devices/system/clocksource/clocksource0/"
+              "current_clocksource", O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        return 0;
+    }
+
+    n = read(fd, name, sizeof(name));
+    close(fd);
+
+    return n == 4 && memcmp(name, "tsc\n", 4) == 0;
+}
+
+
+/* the pair read closest together of a few: a preemption between spoils one */
+
+static void
+ngx_nffi_clock_read_both(long long *ticks, long long *ns)
+{
+    int        i;
+    long long  before, now, after, gap, best;
+
+    best = -1;
+
+    for (i = 0; i < 5; i++) {
+        before = ngx_nffi_monotonic_ns();
+        now = ngx_nffi_clock_ticks();
+        after = ngx_nffi_monotonic_ns();
+        gap = after - before;
+
+        if (best == -1 || gap < best) {
+            best = gap;
+            *ticks = now;
+            *ns = before + gap / 2;
+        }
+    }
+}
+
+#endif
 
 
 int

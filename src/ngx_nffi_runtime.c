@@ -314,7 +314,7 @@ void
 ngx_nffi_runtime_post(ngx_nffi_runtime_t *rt, ngx_nffi_task_t *t)
 {
     t->runtime = rt;
-    t->posted_ns = ngx_nffi_monotonic_ns();
+    t->posted_ticks = ngx_nffi_clock_ticks();
     __atomic_store_n(&t->state, NGX_NFFI_TASK_QUEUED, __ATOMIC_RELAXED);
 
     rt->pending++;

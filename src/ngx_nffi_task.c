@@ -206,11 +206,11 @@ ngx_nffi_task_of(void *tsk)
 
 /*
  * The runtime's reference goes: the answer was taken from the done stack at
- * now_ns.  It is counted here, where the main thread has it anyway.
+ * now_ticks.  It is counted here, where the main thread has it anyway.
  */
 
 void
-ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ns)
+ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ticks)
 {
     uint64_t             ns, us;
     ngx_uint_t           bucket;
@@ -239,7 +239,8 @@ ngx_nffi_task_answered(ngx_nffi_task_t *t, long long now_ns)
     }
 
     /* bucket i: within 2^i us, rounded up */
-    ns = (now_ns > t->posted_ns) ? (uint64_t) (now_ns - t->posted_ns) : 0;
+    ns = (now_ticks > t->posted_ticks)
+         ? (uint64_t) ngx_nffi_clock_ns(now_ticks - t->posted_ticks) : 0;
     us = (ns + 999) / 1000;
     bucket = (us <= 1) ? 0 : 64 - __builtin_clzll(us - 1);
 

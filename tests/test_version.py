@@ -55,8 +55,13 @@ def test_version_from_lua_and_in_the_startup_log(nginx):
         show(nffi.version, nffi.abi_version)
     """))
     assert srv.get("/t") == "'%s' %d\n" % (project_version(), abi_version())
+    with open("/sys/devices/system/clocksource/clocksource0/"
+              "current_clocksource") as f:
+        tsc = f.read() == "tsc\n" and os.uname().machine == "x86_64"
     srv.wait_log(r"\[notice\] \d+#\d+: nonblocking_ffi %s \(ABI version %d\)"
-                 r" ready" % (re.escape(project_version()), abi_version()))
+                 r" ready, latencies timed with %s"
+                 % (re.escape(project_version()), abi_version(),
+                    "the time-stamp counter" if tsc else "CLOCK_MONOTONIC"))
 
 
 def test_a_runtime_built_for_a_newer_abi_is_refused(nginx):

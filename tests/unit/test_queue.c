@@ -212,6 +212,8 @@ static void test_queue_fd_mixed_pollers(void);
 static void test_queue_fd_close_wakes_waiters(void);
 static void test_stack_sequential(void);
 static void test_stack_mpsc(void);
+static int clock_agrees_with_clock_gettime(void);
+static void test_clock_modes(void);
 
 
 static int          test_failures;
@@ -239,6 +241,7 @@ static const test_t  tests[] = {
     { "queue_fd_close_wakes_waiters", test_queue_fd_close_wakes_waiters },
     { "stack_sequential", test_stack_sequential },
     { "stack_mpsc", test_stack_mpsc },
+    { "clock_modes", test_clock_modes },
 };
 
 
@@ -1664,6 +1667,58 @@ done:
     free(pushed_empty);
     free(first);
     free(seen);
+}
+
+
+/*
+ * Ticks over 50 ms, turned into nanoseconds, within 1 % of CLOCK_MONOTONIC;
+ * three tries, since a preemption between the two clocks' readings skews
+ * one.
+ */
+
+static int
+clock_agrees_with_clock_gettime(void)
+{
+    int        try;
+    long long  ticks0, ns0, ns1, took, measured;
+
+    for (try = 0; try < 3; try++) {
+        ticks0 = ngx_nffi_clock_ticks();
+        ns0 = ngx_nffi_monotonic_ns();
+
+        do {
+            ns1 = ngx_nffi_monotonic_ns();
+        } while (ns1 - ns0 < 50000000);
+
+        measured = ngx_nffi_clock_ns(ngx_nffi_clock_ticks() - ticks0);
+        took = ns1 - ns0;
+
+        if (measured > took - took / 100 && measured < took + took / 100) {
+            return 1;
+        }
+
+        printf("     clock: %lld ns measured over %lld ns\n", measured, took);
+    }
+
+    return 0;
+}
+
+
+static void
+test_clock_modes(void)
+{
+    CHECK(ngx_nffi_clock_init(0) == 0);
+    CHECK(ngx_nffi_clock_ticks() - ngx_nffi_monotonic_ns() <= 0);
+    CHECK(clock_agrees_with_clock_gettime());
+
+#if defined(__x86_64__)
+    CHECK(ngx_nffi_clock_init(1) == 1);
+    CHECK(clock_agrees_with_clock_gettime());
+#endif
+
+    /* as the worker starts: whatever the kernel keeps time with */
+    ngx_nffi_clock_init(-1);
+    CHECK(clock_agrees_with_clock_gettime());
 }
 
 
