@@ -156,8 +156,9 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
         budget = __atomic_load_n(&q->spin_budget, __ATOMIC_RELAXED);
 
         if (budget > 0) {
+            /* counted under the mutex it holds anyway: no atomic RMW */
+            __atomic_store_n(&q->spinners, q->spinners + 1, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&q->mutex);
-            __atomic_add_fetch(&q->spinners, 1, __ATOMIC_RELAXED);
 
             for (round = 0; round < budget; round++) {
                 sched_yield();
@@ -169,8 +170,8 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
                 }
             }
 
-            __atomic_sub_fetch(&q->spinners, 1, __ATOMIC_RELAXED);
             pthread_mutex_lock(&q->mutex);
+            __atomic_store_n(&q->spinners, q->spinners - 1, __ATOMIC_RELAXED);
 
             if (q->head) {
                 n = ngx_nffi_queue_take(q, nodes, max);
