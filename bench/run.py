@@ -301,24 +301,30 @@ class Bench:
                          "calls": n, "calls_per_s": int(r["calls_per_s"])})
         return rows
 
-    def calls(self, rounds=5):
+    def calls(self, paths=("ffi", "unix"), rounds=5):
         """Medians over rounds of the two workloads the call path decides,
-        for A/B runs of two builds."""
-        figures = {}
+        for A/B runs of two builds; the paths take turns in each round."""
+        samples = {path: {"sequential": [], "p50_us": [], "p99_us": [],
+                          "concurrent": []} for path in paths}
         n_seq = 300 if self.smoke else 20000
         n_con = 640 if self.smoke else 64000
-        for path in ("ffi", "unix"):
-            seq, con = [], []
-            for _ in range(rounds):
-                seq.append(self.checked_get(
+        for _ in range(rounds):
+            for path in paths:
+                seq = self.checked_get(
                     "/sequential?path=%s&size=512&n=%d" % (path, n_seq))
-                    ["calls_per_s"])
-                con.append(self.checked_get(
+                con = self.checked_get(
                     "/concurrent?path=%s&size=512&n=%d&c=64" % (path, n_con))
-                    ["calls_per_s"])
-            figures[path] = {"sequential": int(statistics.median(seq)),
-                             "concurrent": int(statistics.median(con))}
-        return figures
+                for key, figure in (("sequential", seq["calls_per_s"]),
+                                    ("p50_us", seq["p50_us"]),
+                                    ("p99_us", seq["p99_us"]),
+                                    ("concurrent", con["calls_per_s"])):
+                    samples[path][key].append(float(figure))
+        # calls/s as whole numbers, latencies to a tenth of a microsecond
+        return {path: {key: (round(statistics.median(figures), 1)
+                             if key.endswith("_us")
+                             else int(statistics.median(figures)))
+                       for key, figures in sample.items()}
+                for path, sample in samples.items()}
 
     def wrk(self, location, seconds, threads=1, connections=32):
         out = subprocess.run(
@@ -754,16 +760,24 @@ def main():
     parser.add_argument("--only", choices=["http", "calls"],
                         help="just this workload (knob studies, A/B runs): "
                              "prints its figures, writes no report; calls: "
-                             "C echo and unix socket, sequential 512 B and "
-                             "64 concurrent, median of 5 rounds")
+                             "the --paths, sequential 512 B (calls/s, p50, "
+                             "p99) and 64 concurrent, median of 5 rounds")
+    parser.add_argument("--paths", default="ffi,unix",
+                        help="with --only calls: the paths to measure, "
+                             "comma-separated (default ffi,unix; any of "
+                             + ", ".join(PATHS) + ")")
     args = parser.parse_args()
+    paths = args.paths.split(",")
+    if not set(paths) <= set(PATHS):
+        parser.error("--paths: unknown or not built: %s"
+                     % ", ".join(sorted(set(paths) - set(PATHS))))
 
     if args.only:
         bench = Bench(args.smoke, args.spin, args.loop_spin)
         try:
             bench.start()
             figures = (bench.http() if args.only == "http"
-                       else bench.calls())
+                       else bench.calls(paths))
             print(json.dumps({"spin": args.spin, "loop_spin": args.loop_spin,
                               args.only: figures}))
         finally:
