@@ -103,7 +103,14 @@ ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node)
         __atomic_store_n(&q->length_max, q->length, __ATOMIC_RELAXED);
     }
 
-    sleeping = q->sleepers > 0 || (q->fd != -1 && !q->signalled);
+    /*
+     * A spinner takes the node: it looks at head again under the mutex
+     * before it sleeps, and wakes a sleeper to help when it leaves nodes.
+     * Waking a spare poller (Go keeps one) on every call would cost a futex
+     * wake and the mutex at the end of the event-loop iteration.
+     */
+    sleeping = (q->sleepers > 0 && q->spinners == 0)
+               || (q->fd != -1 && !q->signalled);
 
     pthread_mutex_unlock(&q->mutex);
 

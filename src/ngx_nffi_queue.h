@@ -62,7 +62,7 @@ void ngx_nffi_queue_destroy(ngx_nffi_queue_t *q);
 
 /*
  * Appends a node; returns 1 when a consumer sleeps (on the condition
- * variable or on the eventfd) and should be woken with
+ * variable, and none spins; or on the eventfd) and should be woken with
  * ngx_nffi_queue_wake(), which the caller may defer to batch wakes.
  */
 int ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node);

@@ -206,6 +206,7 @@ static void test_queue_ping_pong_spin50(void);
 static void *huge_spin_consumer(void *data);
 static void test_queue_huge_spin_grows_safely(void);
 static void test_queue_close_stops_a_huge_spin(void);
+static void test_queue_push_asks_no_wake_while_one_spins(void);
 static void test_queue_reopen(void);
 static void test_queue_fd_level(void);
 static void test_queue_fd_mixed_pollers(void);
@@ -235,6 +236,8 @@ static const test_t  tests[] = {
     { "queue_ping_pong_spin50", test_queue_ping_pong_spin50 },
     { "queue_huge_spin_grows_safely", test_queue_huge_spin_grows_safely },
     { "queue_close_stops_a_huge_spin", test_queue_close_stops_a_huge_spin },
+    { "queue_push_asks_no_wake_while_one_spins",
+      test_queue_push_asks_no_wake_while_one_spins },
     { "queue_reopen", test_queue_reopen },
     { "queue_fd_level", test_queue_fd_level },
     { "queue_fd_mixed_pollers", test_queue_fd_mixed_pollers },
@@ -1334,6 +1337,59 @@ test_queue_huge_spin_grows_safely(void)
 
     CHECK(h.taken == 1 && h.node == &node);
     CHECK(test_spin_budget_sane(&q));
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+/*
+ * One consumer asleep, one spinning: a push asks for no wake (the spinner
+ * takes it); once only the sleeper is left, a push asks for one.
+ */
+
+static void
+test_queue_push_asks_no_wake_while_one_spins(void)
+{
+    int                     i;
+    pthread_t               sleeper_thread, spinner_thread;
+    huge_spin_t             sleeper, spinner;
+    ngx_nffi_node_t         first, second;
+    ngx_nffi_queue_t        q;
+    ngx_nffi_queue_stats_t  st;
+
+    /* no spin: the first consumer sleeps; then the second one spins */
+    CHECK(ngx_nffi_queue_init(&q, 0) == 0);
+    sleeper.q = &q;
+    sleeper.node = NULL;
+    sleeper.taken = -1;
+    CHECK(pthread_create(&sleeper_thread, NULL, huge_spin_consumer,
+                         &sleeper) == 0);
+    CHECK(test_wait_sleepers(&q, 1));
+
+    __atomic_store_n(&q.spin_budget, 2147483647, __ATOMIC_RELAXED);
+    spinner.q = &q;
+    spinner.node = NULL;
+    spinner.taken = -1;
+    CHECK(pthread_create(&spinner_thread, NULL, huge_spin_consumer,
+                         &spinner) == 0);
+
+    for (i = 0; i < 10000; i++) {
+        ngx_nffi_queue_stats(&q, &st);
+        if (st.spinning == 1 && st.sleeping == 1) {
+            break;
+        }
+        usleep(1000);
+    }
+
+    CHECK(st.spinning == 1 && st.sleeping == 1);
+    CHECK(ngx_nffi_queue_push(&q, &first) == 0);
+    pthread_join(spinner_thread, NULL);
+    CHECK(spinner.taken == 1 && spinner.node == &first);
+
+    CHECK(ngx_nffi_queue_push(&q, &second) == 1);
+    ngx_nffi_queue_wake(&q);
+    pthread_join(sleeper_thread, NULL);
+    CHECK(sleeper.taken == 1 && sleeper.node == &second);
 
     ngx_nffi_queue_destroy(&q);
 }
