@@ -47,6 +47,7 @@ typedef struct {
 
 static int nffi_py_queue_of(PyObject *arg, void **tq);
 static PyObject *nffi_py_task_new(void *task);
+static PyObject *nffi_py_method_str(const char *method, int len);
 static void nffi_py_answer_text(void *task, int rc, const char *text);
 static void nffi_py_task_dealloc(nffi_py_task_t *self);
 static PyObject *nffi_py_task_repr(nffi_py_task_t *self);
@@ -407,8 +408,7 @@ nffi_py_task_new(void *task)
 
     method = ngx_http_lua_nonblocking_ffi_get_method(task, &len);
 
-    self->method = PyUnicode_DecodeUTF8(method ? method : "", len,
-                                        "surrogateescape");
+    self->method = nffi_py_method_str(method ? method : "", len);
 
     if (self->request == NULL || self->method == NULL) {
         Py_DECREF(self);
@@ -416,6 +416,38 @@ nffi_py_task_new(void *task)
     }
 
     return (PyObject *) self;
+}
+
+
+/*
+ * The str of a method name.  Calls mostly repeat a few methods: the last
+ * name's str (if short) is kept and shared by the next call of that name,
+ * instead of a new str per call.  The GIL guards it.
+ */
+
+static PyObject *
+nffi_py_method_str(const char *method, int len)
+{
+    PyObject         *str;
+    static char       last[64];
+    static int        last_len = -1;
+    static PyObject  *last_str;
+
+    if (len == last_len && memcmp(method, last, len) == 0) {
+        Py_INCREF(last_str);
+        return last_str;
+    }
+
+    str = PyUnicode_DecodeUTF8(method, len, "surrogateescape");
+
+    if (str != NULL && len >= 0 && len <= (int) sizeof(last)) {
+        memcpy(last, method, len);
+        last_len = len;
+        Py_INCREF(str);
+        Py_XSETREF(last_str, str);
+    }
+
+    return str;
 }
 
 
