@@ -479,13 +479,15 @@ class Server:
                     budget = spinner.budget
                     task = _answer_take(task, result, self.tq, self._fd,
                                         budget)
-                    # spinner.took(), inlined: this runs once per call
+                    # the spinner's rule, written out here: once per call
                     if task is None:
                         spinner.budget = budget // 2
                     elif budget < spinner.spin:
                         spinner.budget = min(spinner.spin, budget * 2 + 1)
             except BaseException as exc:
                 # an answer that is no bytes or str: answered with the error
+                # (no memory for the next call's Task: the module answered
+                # that call, and this one is answered already)
                 _fail_safely(task, exc)
                 task = None
             if task is None:
