@@ -886,6 +886,48 @@ def test_asyncio_handler_answers_100_concurrent_calls_out_of_order(pynginx):
     assert float(lines[2]) < 5 * SLOW
 
 
+METHODS = """
+    import nonblocking_ffi
+
+
+    def handle(task):
+        return task.method
+
+
+    async def handle_async(task):
+        return task.method
+
+
+    def init(rest, tq):
+        nonblocking_ffi.serve(tq, handle_async if rest == "async" else handle)
+"""
+
+
+@pytest.mark.parametrize("mode", ["threads", "async"])
+def test_each_call_sees_its_own_method_name(pynginx, modules, mode):
+    # the loader shares the str of a method name with the next call of the
+    # same name: names that differ in length only, or after 64 bytes, and
+    # names too long to be kept, one after the other
+    mod = modules.write("methods", METHODS)
+    srv = pynginx(
+        server=py_location(
+            "/t",
+            r"""
+        local rt = assert(pyload("%s,init,%s"))
+        local long = string.rep("m", 64)
+        local names = { "echo", "echo", "ohce", "ech", "echo2", long,
+                        long:sub(1, 63) .. "n", long .. "x", long .. "y",
+                        long .. "y", long, "echo", "é", "e" }
+        for _, name in ipairs(names) do
+            local ok, res = rt[name](rt, "x")
+            ngx.say(ok and res == name and "same" or tostring(res))
+        end
+    """ % (mod, mode),
+        )
+    )
+    assert srv.get("/t").splitlines() == ["same"] * 14
+
+
 def test_plain_handler_threads_answer_in_parallel(pynginx, modules):
     mod = modules.write(
         "blocking",

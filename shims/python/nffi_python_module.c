@@ -47,11 +47,14 @@ typedef struct {
 
 static int nffi_py_queue_of(PyObject *arg, void **tq);
 static PyObject *nffi_py_task_new(void *task);
+static PyObject *nffi_py_method_str(const char *method, int len);
 static void nffi_py_answer_text(void *task, int rc, const char *text);
 static void nffi_py_task_dealloc(nffi_py_task_t *self);
 static PyObject *nffi_py_task_repr(nffi_py_task_t *self);
 static PyObject *nffi_py_task_respond(nffi_py_task_t *self, PyObject *args,
     PyObject *kwargs);
+static void *nffi_py_task_answer(nffi_py_task_t *self, PyObject *data,
+    char **rsp, Py_ssize_t *len);
 static PyObject *nffi_py_task_request(nffi_py_task_t *self, void *closure);
 static PyObject *nffi_py_task_method(nffi_py_task_t *self, void *closure);
 static PyObject *nffi_py_task_answered(nffi_py_task_t *self, void *closure);
@@ -95,6 +98,9 @@ static PyObject *nffi_py_check_queue(PyObject *module, PyObject *arg);
 static PyObject *nffi_py_init_error(PyObject *module, PyObject *args);
 static PyObject *nffi_py_spin_until_readable(PyObject *module,
     PyObject *args);
+static PyObject *nffi_py_answer_take(PyObject *module, PyObject *const *args,
+    Py_ssize_t nargs);
+static int nffi_py_readable(int fd);
 
 
 /* the queues handed out by the loader; they live as long as the process */
@@ -236,6 +242,14 @@ static PyMethodDef  nffi_py_methods[] = {
       "_spin_until_readable(fd, rounds)\n--\n\n"
       "Up to rounds sched_yield() rounds, GIL released, until fd is\n"
       "readable; True if it became readable." },
+    { "_answer_take", (PyCFunction) (void (*)(void)) nffi_py_answer_take,
+      METH_FASTCALL,
+      "_answer_take(task, data, tq, fd, rounds)\n--\n\n"
+      "task.respond(0, data) unless task is None or answered, then the\n"
+      "next call waiting on tq as a Task, spinning up to rounds\n"
+      "sched_yield() rounds for tq's fd, queue_fd(tq), while none waits\n"
+      "(GIL released once for both); None when none came, and at the end\n"
+      "of the runtime (take() says which)." },
     { "_init_error", nffi_py_init_error, METH_VARARGS,
       "_init_error(tq, reason)\n--\n\n"
       "Gives reason to the Lua caller of a load that is failing." },
@@ -407,8 +421,7 @@ nffi_py_task_new(void *task)
 
     method = ngx_http_lua_nonblocking_ffi_get_method(task, &len);
 
-    self->method = PyUnicode_DecodeUTF8(method ? method : "", len,
-                                        "surrogateescape");
+    self->method = nffi_py_method_str(method ? method : "", len);
 
     if (self->request == NULL || self->method == NULL) {
         Py_DECREF(self);
@@ -416,6 +429,38 @@ nffi_py_task_new(void *task)
     }
 
     return (PyObject *) self;
+}
+
+
+/*
+ * The str of a method name.  Calls mostly repeat a few methods: the last
+ * name's str (if short) is kept and shared by the next call of that name,
+ * instead of a new str per call.  The GIL guards it.
+ */
+
+static PyObject *
+nffi_py_method_str(const char *method, int len)
+{
+    PyObject         *str;
+    static char       last[64];
+    static int        last_len = -1;
+    static PyObject  *last_str;
+
+    if (len == last_len && memcmp(method, last, len) == 0) {
+        Py_INCREF(last_str);
+        return last_str;
+    }
+
+    str = PyUnicode_DecodeUTF8(method, len, "surrogateescape");
+
+    if (str != NULL && len >= 0 && len <= (int) sizeof(last)) {
+        memcpy(last, method, len);
+        last_len = len;
+        Py_INCREF(str);
+        Py_XSETREF(last_str, str);
+    }
+
+    return str;
 }
 
 
@@ -487,6 +532,31 @@ nffi_py_task_respond(nffi_py_task_t *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
 
+    task = nffi_py_task_answer(self, data, &rsp, &len);
+    if (task == NULL) {
+        return NULL;
+    }
+
+    Py_BEGIN_ALLOW_THREADS
+    ngx_http_lua_nonblocking_ffi_respond(task, rc, rsp, (int) len);
+    Py_END_ALLOW_THREADS
+
+    Py_RETURN_NONE;
+}
+
+
+/*
+ * The checks and the copy of an answer: the module's task, which is the
+ * caller's to respond to from here on (the Task counts as answered, also
+ * for other threads waiting for the GIL), or NULL with an exception.
+ */
+
+static void *
+nffi_py_task_answer(nffi_py_task_t *self, PyObject *data, char **rsp,
+    Py_ssize_t *len)
+{
+    void  *task;
+
     if (self->task == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "task already answered");
         return NULL;
@@ -498,25 +568,20 @@ nffi_py_task_respond(nffi_py_task_t *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
 
-    rsp = NULL;
-    len = 0;
+    *rsp = NULL;
+    *len = 0;
 
     if (data != Py_None
-        && nffi_py_data_copy(data, "data must be bytes, str or None", &rsp,
-                             &len) < 0)
+        && nffi_py_data_copy(data, "data must be bytes, str or None", rsp,
+                             len) < 0)
     {
         return NULL;
     }
 
-    /* answered from here on, also for other threads waiting for the GIL */
     task = self->task;
     self->task = NULL;
 
-    Py_BEGIN_ALLOW_THREADS
-    ngx_http_lua_nonblocking_ffi_respond(task, rc, rsp, (int) len);
-    Py_END_ALLOW_THREADS
-
-    Py_RETURN_NONE;
+    return task;
 }
 
 
@@ -1088,23 +1153,20 @@ nffi_py_task_list(void **tasks, int n)
 static PyObject *
 nffi_py_spin_until_readable(PyObject *module, PyObject *args)
 {
-    int            fd, rounds, i, n;
-    struct pollfd  pfd;
+    int  fd, rounds, i, readable;
 
     if (!PyArg_ParseTuple(args, "ii:_spin_until_readable", &fd, &rounds)) {
         return NULL;
     }
 
-    pfd.fd = fd;
-    pfd.events = POLLIN;
-    n = 0;
+    readable = 0;
 
     Py_BEGIN_ALLOW_THREADS
 
     for (i = 0; i < rounds; i++) {
-        n = poll(&pfd, 1, 0);
+        readable = nffi_py_readable(fd);
 
-        if (n != 0) {
+        if (readable) {
             break;
         }
 
@@ -1113,7 +1175,113 @@ nffi_py_spin_until_readable(PyObject *module, PyObject *args)
 
     Py_END_ALLOW_THREADS
 
-    return PyBool_FromLong(n > 0);
+    return PyBool_FromLong(readable);
+}
+
+
+/* whether fd is readable now (poll() errors count as readable: the
+ * caller's next step, a take(), sees what is wrong) */
+
+static int
+nffi_py_readable(int fd)
+{
+    struct pollfd  pfd;
+
+    pfd.fd = fd;
+    pfd.events = POLLIN;
+
+    return poll(&pfd, 1, 0) != 0;
+}
+
+
+/*
+ * An event loop's runner answers its call and takes the next one here, the
+ * GIL released once for both.  It spins on the queue's fd, as the loop does
+ * before it sleeps: poll() sees it without the queue's mutex, which the
+ * worker's main thread takes for every call it posts.
+ */
+
+static PyObject *
+nffi_py_answer_take(PyObject *module, PyObject *const *args,
+    Py_ssize_t nargs)
+{
+    int              n, fd;
+    long             rounds, i;
+    char            *rsp;
+    void            *tq, *task, *answered;
+    Py_ssize_t       len;
+    nffi_py_task_t  *self;
+
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "_answer_take() takes 5 arguments "
+                     "(%zd given)", nargs);
+        return NULL;
+    }
+
+    self = (nffi_py_task_t *) args[0];
+
+    if (args[0] != Py_None
+        && !PyObject_TypeCheck(args[0], &nffi_py_task_type))
+    {
+        PyErr_Format(PyExc_TypeError, "task must be a Task or None, not "
+                     "%.100s", Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+
+    if (nffi_py_queue_of(args[2], &tq) < 0) {
+        return NULL;
+    }
+
+    fd = (int) PyLong_AsLong(args[3]);
+    rounds = PyLong_AsLong(args[4]);
+
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+
+    answered = NULL;
+    rsp = NULL;
+    len = 0;
+
+    /* a handler may have answered itself */
+    if (args[0] != Py_None && self->task != NULL) {
+        answered = nffi_py_task_answer(self, args[1], &rsp, &len);
+        if (answered == NULL) {
+            return NULL;
+        }
+    }
+
+    n = 0;
+
+    if (answered == NULL) {
+        n = ngx_http_lua_nonblocking_ffi_task_take(tq, &task, 1);
+    }
+
+    if (answered != NULL || (n == 0 && rounds > 0)) {
+        Py_BEGIN_ALLOW_THREADS
+
+        if (answered != NULL) {
+            ngx_http_lua_nonblocking_ffi_respond(answered, 0, rsp, (int) len);
+            n = ngx_http_lua_nonblocking_ffi_task_take(tq, &task, 1);
+        }
+
+        /* a readable fd may find nothing: another poller was faster */
+        for (i = 0; i < rounds && n == 0; i++) {
+            sched_yield();
+
+            if (nffi_py_readable(fd)) {
+                n = ngx_http_lua_nonblocking_ffi_task_take(tq, &task, 1);
+            }
+        }
+
+        Py_END_ALLOW_THREADS
+    }
+
+    if (n <= 0) {
+        Py_RETURN_NONE;
+    }
+
+    return nffi_py_task_new(task);
 }
 
 

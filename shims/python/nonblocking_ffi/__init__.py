@@ -32,8 +32,8 @@ by iterating the task.
 
 The low level is poll(tq) -> Task or None (the runtime was unloaded), and
 task.respond(rc, data); an event loop of one's own watches queue_fd(tq) and
-calls take(tq), which never waits.  Python logging, print() and uncaught exceptions go
-to the nginx error log.
+calls take(tq), which never waits.  Python logging, print() and uncaught
+exceptions go to the nginx error log.
 """
 
 from _nonblocking_ffi import (

@@ -5,9 +5,10 @@
 A plain function runs on `threads` poll threads, one call at a time each.
 An async def function runs on one asyncio event loop, in a thread of its
 own, as many calls at once as there are: the loop watches the queue's fd
-and takes the calls itself, with no thread in between.  Either way the handler gets a Task and returns the
-answer (bytes, str or None); an exception answers the call with an rc that
-is not 0 and the exception's message.
+and takes the calls itself, with no thread in between.  Either way the
+handler gets a Task and returns the answer (bytes, str or None); an
+exception answers the call with an rc that is not 0 and the exception's
+message.
 
 A handler that returns a generator (a def with yield on threads; on the
 loop an async def with yield, or an async def that returns a generator)
@@ -27,6 +28,7 @@ from _nonblocking_ffi import (
     POLL_BATCH_MAX,
     StreamClosed,
     _check_queue,
+    _answer_take,
     _spin_until_readable,
     poll,
     poll_batch,
@@ -42,6 +44,7 @@ logger = logging.getLogger("nonblocking_ffi")
 
 # what a handler returns to answer a stream
 _GENERATORS = (types.GeneratorType, types.AsyncGeneratorType)
+_ASYNC_GENERATOR = types.AsyncGeneratorType
 
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
@@ -436,49 +439,69 @@ class Server:
 
     async def _runner(self, task):
         me = asyncio.current_task()
+        loop = self.loop
+        spinner = self._spinner
+        # what asyncio's own loops keep: ready callbacks (a spinner comes
+        # with such a loop only), a stop() asked for
+        ready = getattr(loop, "_ready", None)
+        stopping = hasattr(loop, "_stopping")
         while task is not None:
             try:
                 result = self.handler(task)
-                if type(result) is not types.AsyncGeneratorType:
+                if type(result) is not _ASYNC_GENERATOR:
                     result = await result
                 if isinstance(result, _GENERATORS):
                     result = await _asend_all(task, result)
                 if _stream._WAITS:
                     _stream.release(task)
-                _answer(task, result)
             except BaseException as exc:
                 _release(task)
                 _fail_safely(task, exc)
-            task = None
-            if me.cancelling():
-                # cancelled under a handler (the loop is closing): done
-                return
-            task = self._next_call()
+                result = None
+            # the answer, and the next call in the same call into C (the
+            # GIL let go once for both): one that waits now, or comes while
+            # the runner spins for it when the loop has nothing else ready
+            # to run.  One call, not a batch: the calls behind it keep the
+            # fd readable, and the loop's reader hands them to other
+            # runners while this one awaits.
+            try:
+                if (
+                    self._drained
+                    or self._closing
+                    or (stopping and loop._stopping)
+                    or me.cancelling()
+                ):
+                    _answer(task, result)
+                    task = None
+                elif spinner is None or ready:
+                    task = _answer_take(task, result, self.tq, self._fd, 0)
+                else:
+                    budget = spinner.budget
+                    task = _answer_take(task, result, self.tq, self._fd,
+                                        budget)
+                    # the spinner's rule, written out here: once per call
+                    if task is None:
+                        spinner.budget = budget // 2
+                    elif budget < spinner.spin:
+                        spinner.budget = min(spinner.spin, budget * 2 + 1)
+            except BaseException as exc:
+                # an answer that is no bytes or str: answered with the error
+                # (no memory for the next call's Task: the module answered
+                # that call, and this one is answered already)
+                _fail_safely(task, exc)
+                task = None
             if task is None:
-                if self._drained or len(self._idle) >= MAX_IDLE_RUNNERS:
+                if (
+                    me.cancelling()
+                    or self._drained
+                    or len(self._idle) >= MAX_IDLE_RUNNERS
+                ):
+                    # cancelled under a handler (the loop is closing), the
+                    # runtime ended, or enough runners wait: done
                     return
-                waiter = self.loop.create_future()
+                waiter = loop.create_future()
                 self._idle.append(waiter)
                 task = await waiter
-
-    def _next_call(self):
-        """A call that waits now, or comes while the loop spins for it
-        (only when the loop has nothing else ready to run)."""
-        # what asyncio's loops keep: ready callbacks, a stop() asked for
-        if (
-            self._drained
-            or self._closing
-            or getattr(self.loop, "_stopping", False)
-        ):
-            return None
-        if self._spinner is not None and not getattr(self.loop, "_ready", 1):
-            self._spinner.wait()
-        tasks = self._take()
-        if not tasks:
-            return None
-        for task in tasks[1:]:
-            self._assign(task)
-        return tasks[0]
 
     def _end(self):
         if self._drained:
