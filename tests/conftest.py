@@ -62,6 +62,15 @@ def location(path, lua, phase="content_by_lua_block", extra=""):
         path, extra, phase, LUA_PRELUDE, lua)
 
 
+# /go lets a location that waits with WAIT_FOR_GO go on (its server needs
+# GO_DICT in http): the test looks at the runtime meanwhile
+GO_DICT = "lua_shared_dict test 1m;"
+GO = location("/go", "ngx.shared.test:set('go', true)")
+WAIT_FOR_GO = r"""
+        while not ngx.shared.test:get("go") do ngx.sleep(0.01) end
+"""
+
+
 # /stats: the test runtime's counters of this worker (its "stats" method)
 STATS = location("/stats", r"""
     local stats = assert(ngx.load_nonblocking_ffi(RUNTIME, "stats"))

@@ -217,6 +217,14 @@ class NginxServer:
         finally:
             conn.close()
 
+    def open(self, path, timeout=30):
+        """(conn, resp) of a GET whose status and headers came: the test
+        reads the body as it comes, then closes conn."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                          timeout=timeout * SLOW)
+        conn.request("GET", path)
+        return conn, conn.getresponse()
+
     def get(self, path, timeout=30):
         """The body of a 200 response, as text."""
         status, body = self.request(path, timeout)

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import READ_ALL, location
+from conftest import GO, GO_DICT, READ_ALL, WAIT_FOR_GO, location
 from harness import (MEMCHECK, NOT_HERE, check_signals_reach_nginx, free_port,
                      wait_for)
 from services_go import GO_LIB, demo_location
@@ -544,16 +544,15 @@ def test_stream_window_bounds_go_and_delays_no_call(nginx, golib):
     into the module) while the window is full, and every other call goes
     through meanwhile; Lua closing the stream ends the Write with
     ErrClosed and cancels the handler's ctx."""
-    srv = nginx(http="lua_shared_dict test 1m;", server=SELFTEST_STATS +
-                location("/go", "ngx.shared.test:set('go', true)") +
-                location("/t", go(r"""
+    srv = nginx(http=GO_DICT, server=SELFTEST_STATS + GO + location(
+        "/t", go(r"""
         local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
         -- 64 KB chunks against a 256 KB window
         local s = assert(rt:__stream("flood", "65536",
                                      { window = 262144, timeout = 3600 }))
         ngx.say(#assert(s:read()))
         ngx.flush(true)
-        while not ngx.shared.test:get("go") do ngx.sleep(0.01) end
+    """ + WAIT_FOR_GO + r"""
         -- the flood still waits in its Write: calls go through
         ngx.say(count_true(20, function(i)
             local ok, res = rt:echo("x" .. i)
@@ -562,9 +561,7 @@ def test_stream_window_bounds_go_and_delays_no_call(nginx, golib):
         show(s:close())
         show(s:read())
     """, golib)))
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
-    conn.request("GET", "/t")
-    resp = conn.getresponse()
+    conn, resp = srv.open("/t", timeout=60)
     assert resp.readline().strip() == b"65536"
     # one chunk read: the producer sent what the window holds and waits
     wait_for(lambda: stream_stats(srv)["writing"] == 1 and

@@ -21,7 +21,7 @@ import threading
 
 import pytest
 
-from conftest import location
+from conftest import GO, GO_DICT, WAIT_FOR_GO, location
 from harness import (BUILD, MEMCHECK, NGINX, NOT_HERE, SLOW, WORKER_USER,
                      NginxServer, check_signals_reach_nginx, free_port,
                      wait_for)
@@ -1012,15 +1012,6 @@ STREAM_STATS = java_location("/stats", r"""
     """)
 
 
-# /go lets a location that waits with WAIT_FOR_GO go on (its server needs
-# GO_DICT): the test looks at the runtime meanwhile
-GO_DICT = "lua_shared_dict test 1m;"
-GO = java_location("/go", "ngx.shared.test:set('go', true)")
-WAIT_FOR_GO = r"""
-        while not ngx.shared.test:get("go") do ngx.sleep(0.01) end
-"""
-
-
 def stream_stat(srv, name):
     return int(srv.get("/stats").split(name + "=")[1].split()[0])
 
@@ -1176,10 +1167,7 @@ def test_stream_window_holds_back_a_fast_producer(nginx):
     """,
         ),
     )
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port,
-                                      timeout=60 * SLOW)
-    conn.request("GET", "/t")
-    resp = conn.getresponse()
+    conn, resp = srv.open("/t", timeout=60)
     assert resp.readline().strip() == b"65536"
     # one chunk read and four unread fill the window: the producer waits
     # in its sixth send, and gets no further while nobody reads

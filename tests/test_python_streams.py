@@ -7,13 +7,12 @@ writes, read with task.read(), `for chunk in task`, await task.aread().
 `make -C shims/python all` first (the fixtures are test_python.py's).
 """
 
-import http.client
 import json
 import socket
 
 import pytest
 
-from conftest import read_all_lua
+from conftest import GO, GO_DICT, WAIT_FOR_GO, read_all_lua
 from harness import SLOW, wait_for
 from test_python import TB, modules, py_location  # noqa: F401 (fixture)
 from test_python import pytestmark  # noqa: F401 (skipped without Python)
@@ -586,15 +585,14 @@ def test_a_handler_reading_sees_the_stream_closed(
 def test_the_window_holds_back_a_fast_generator(
         nginx, modules, mode):  # noqa: F811
     mod = modules.write("streams", HANDLERS)
-    go = py_location("/go", "ngx.shared.test:set('go', true)")
-    srv = nginx(http="lua_shared_dict test 1m;", server=go + stream_server(
+    srv = nginx(http=GO_DICT, server=GO + stream_server(
         mod, mode, r"""
         -- 64 KB chunks against a 256 KB window
         local s = assert(rt:__stream("count", "100,65536",
                                      { window = 262144, timeout = 3600 }))
         ngx.say(#assert(s:read()))
         ngx.flush(true)
-        while not ngx.shared.test:get("go") do ngx.sleep(0.01) end
+    """ + WAIT_FOR_GO + r"""
         local total = 65536
         while true do
             local chunk, status = s:read()
@@ -603,10 +601,7 @@ def test_the_window_holds_back_a_fast_generator(
         end
         ngx.say("bytes ", total)
     """))
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port,
-                                      timeout=60 * SLOW)
-    conn.request("GET", "/t")
-    resp = conn.getresponse()
+    conn, resp = srv.open("/t", timeout=60)
     assert resp.readline().strip() == b"65536"
     # one chunk read, four in the window, the sixth waits to be sent: the
     # generator gets no further while nobody reads

@@ -3,13 +3,13 @@
 """Streams: runtime:__stream(), chunks both ways, the window, giving up
 (tests/runtimes/test_runtime.c, its stream_* methods)."""
 
-import http.client
 import signal
 import socket
 
 import pytest
 
-from conftest import READ_ALL, STATS, counter, location
+from conftest import (GO, GO_DICT, READ_ALL, STATS, WAIT_FOR_GO, counter,
+                      location)
 from harness import SLOW, wait_for
 
 
@@ -86,8 +86,7 @@ def test_large_streams_are_binary_safe_and_counted(nginx):
 
 
 def test_a_runtime_waits_while_lua_does_not_read(nginx):
-    srv = nginx(http="lua_shared_dict test 1m;", server=STATS + location(
-        "/go", "ngx.shared.test:set('go', true)") + location("/t", r"""
+    srv = nginx(http=GO_DICT, server=STATS + GO + location("/t", r"""
         local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1"))
         -- 64 KB chunks against a 256 KB window
         local s = assert(rt:__stream("stream_count", "100,65536",
@@ -96,7 +95,7 @@ def test_a_runtime_waits_while_lua_does_not_read(nginx):
         ngx.say(#first)
         ngx.flush(true)
         -- the test looks at the runtime until it says go
-        while not ngx.shared.test:get("go") do ngx.sleep(0.01) end
+    """ + WAIT_FOR_GO + r"""
         local total = #first
         while true do
             local chunk, status = s:read()
@@ -105,10 +104,7 @@ def test_a_runtime_waits_while_lua_does_not_read(nginx):
         end
         ngx.say("bytes ", total)
     """))
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port,
-                                      timeout=60 * SLOW)
-    conn.request("GET", "/t")
-    resp = conn.getresponse()
+    conn, resp = srv.open("/t", timeout=60)
     assert resp.readline().strip() == b"65536"
     # the runtime sent what the window holds, one chunk was read, and it
     # now waits in a send: it cannot get further while nobody reads
@@ -399,10 +395,7 @@ def test_worker_exit_wakes_a_runtime_blocked_in_a_send(nginx):
         ngx.flush(true)
         ngx.sleep(3600)
     """))
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port,
-                                      timeout=30 * SLOW)
-    conn.request("GET", "/t")
-    resp = conn.getresponse()
+    conn, resp = srv.open("/t")
     assert len(resp.fp.read(65536)) == 65536
     wait_for(lambda: counter(srv, "sends_waiting") == 1, 10 * SLOW,
              "the runtime to wait for the window")
