@@ -38,7 +38,7 @@ extern "C" {
 
 
 /* the ABI described by this header; see ..._abi_version() */
-#define NONBLOCKING_FFI_ABI_VERSION  4
+#define NONBLOCKING_FFI_ABI_VERSION  5
 
 
 /*
@@ -340,6 +340,44 @@ int ngx_http_lua_nonblocking_ffi_stream_try_read(void *tsk, char **chunk,
  * no eventfd can be created.  Since ABI version 4.
  */
 int ngx_http_lua_nonblocking_ffi_stream_fd(void *tsk);
+
+
+/*
+ * For runtimes whose idle threads should wait somewhere of their own, not
+ * in the module: Go's netpoller, where a waiting goroutine holds no thread
+ * (a poller blocked in ..._task_poll() holds one, and Go's scheduler
+ * keeps taking it back), or any loop that would rather not be woken for
+ * every call.
+ *
+ * ..._task_take_or_arm() takes up to max tasks (at most
+ * NONBLOCKING_FFI_POLL_BATCH_MAX) into tasks[] that are waiting now.
+ * When none is, and no other consumer of tq spins, it first spins as
+ * ..._task_poll() does (opts.spin, adapted); a consumer that finds
+ * another one spinning does not spin.  When none is queued then, the
+ * caller is armed: it must wait until ..._queue_wait_fd(tq) is readable,
+ * read 8 bytes from it (one wake-up), and call ..._task_take_or_arm()
+ * again.  Returns how many tasks it took, 0 when it armed the caller, -1
+ * once the runtime is unloaded and every task queued before that has been
+ * taken (stop), or on misuse (tq not a queue, tasks NULL, max < 1: logged
+ * as [alert]), or when the wait fd cannot be created.
+ *
+ * An armed caller gets one wake-up when a task comes while no consumer
+ * spins, when a taker leaves tasks behind, or when the runtime is
+ * unloaded; a wake-up may find the task taken by a spinner (the call then
+ * arms again).  No wake-up is lost: a task queued after the call returned
+ * 0 wakes the caller (or a spinner takes it).  While a consumer spins, or
+ * none is armed, calls cost the module no write.
+ *
+ * ..._queue_wait_fd(tq) is that fd: an eventfd in semaphore mode, readable
+ * while wake-ups wait, each 8-byte read takes one.  Never write or close
+ * it; it stays open until the worker exits.  The same fd for every call on
+ * one tq; -1 (with errno) when tq is not a queue or no eventfd can be
+ * created.  Both since ABI version 5.  Blocking pollers and these may
+ * share one queue; ..._queue_fd() consumers are not affected.
+ */
+int ngx_http_lua_nonblocking_ffi_task_take_or_arm(void *tq, void **tasks,
+    int max);
+int ngx_http_lua_nonblocking_ffi_queue_wait_fd(void *tq);
 
 
 /* --- lua-resty-ffi compatibility: the same functions under its names */

@@ -24,7 +24,12 @@ static void ngx_nffi_abi_trace(const char *fmt, ...);
 #define ngx_nffi_abi_debug(...)
 #endif
 
-static int ngx_nffi_abi_take(void *tq, void **tasks, int max, int wait);
+/* how ngx_nffi_abi_take() takes */
+#define NGX_NFFI_TAKE_NOW     0
+#define NGX_NFFI_TAKE_WAIT    1
+#define NGX_NFFI_TAKE_OR_ARM  2
+
+static int ngx_nffi_abi_take(void *tq, void **tasks, int max, int how);
 static ngx_nffi_task_t *ngx_nffi_abi_stream_task(void *tsk, const char *what);
 static int ngx_nffi_abi_send(void *tsk, char *chunk, int len, int wait);
 static int ngx_nffi_abi_read(void *tsk, char **chunk, int *len, int wait);
@@ -141,7 +146,7 @@ ngx_http_lua_nonblocking_ffi_task_poll_batch(void *tq, void **tasks, int max)
 {
     int  n;
 
-    n = ngx_nffi_abi_take(tq, tasks, max, 1);
+    n = ngx_nffi_abi_take(tq, tasks, max, NGX_NFFI_TAKE_WAIT);
 
     return n < 0 ? 0 : n;
 }
@@ -254,7 +259,33 @@ ngx_http_lua_nonblocking_ffi_queue_fd(void *tq)
 int
 ngx_http_lua_nonblocking_ffi_task_take(void *tq, void **tasks, int max)
 {
-    return ngx_nffi_abi_take(tq, tasks, max, 0);
+    return ngx_nffi_abi_take(tq, tasks, max, NGX_NFFI_TAKE_NOW);
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_task_take_or_arm(void *tq, void **tasks,
+    int max)
+{
+    return ngx_nffi_abi_take(tq, tasks, max, NGX_NFFI_TAKE_OR_ARM);
+}
+
+
+int
+ngx_http_lua_nonblocking_ffi_queue_wait_fd(void *tq)
+{
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(tq);
+
+    if (rt == NULL) {
+        ngx_nffi_abi_alert("queue_wait_fd on something that is not a "
+                           "runtime queue");
+        errno = EINVAL;
+        return -1;
+    }
+
+    return ngx_nffi_queue_wait_fd(&rt->queue);
 }
 
 
@@ -346,7 +377,7 @@ ngx_http_lua_ffi_respond(void *tsk, int rc, char *rsp, int rsp_len)
 /* -1 once unloaded and drained, else the number of tasks taken */
 
 static int
-ngx_nffi_abi_take(void *tq, void **tasks, int max, int wait)
+ngx_nffi_abi_take(void *tq, void **tasks, int max, int how)
 {
     int                  i, n;
     ngx_nffi_node_t     *nodes[NONBLOCKING_FFI_POLL_BATCH_MAX];
@@ -377,14 +408,22 @@ ngx_nffi_abi_take(void *tq, void **tasks, int max, int wait)
 
     ngx_nffi_task_free_read_answers(rt);
 
-    if (wait) {
+    switch (how) {
+
+    case NGX_NFFI_TAKE_WAIT:
         n = ngx_nffi_queue_pop(&rt->queue, nodes, max);
 
         if (n == 0) {
             return -1;
         }
 
-    } else {
+        break;
+
+    case NGX_NFFI_TAKE_OR_ARM:
+        n = ngx_nffi_queue_take_or_arm(&rt->queue, nodes, max);
+        break;
+
+    default: /* NGX_NFFI_TAKE_NOW */
         n = ngx_nffi_queue_try_pop(&rt->queue, nodes, max);
     }
 

@@ -27,6 +27,8 @@
 static int ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
     int max);
 static void ngx_nffi_queue_signal(ngx_nffi_queue_t *q, int readable);
+static int ngx_nffi_queue_open_wait_fd(ngx_nffi_queue_t *q);
+static void ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned wakeups);
 static void ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q);
 #if defined(__x86_64__)
@@ -60,6 +62,9 @@ ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max)
     q->closed = 0;
     q->fd = -1;
     q->signalled = 0;
+    q->wait_fd = -1;
+    q->armed = 0;
+    q->armed_ns = 0;
     q->spin_max = spin_max < 0 ? 0 : spin_max;
     q->spin_budget = q->spin_max;
 
@@ -72,6 +77,10 @@ ngx_nffi_queue_destroy(ngx_nffi_queue_t *q)
 {
     if (q->fd != -1) {
         close(q->fd);
+    }
+
+    if (q->wait_fd != -1) {
+        close(q->wait_fd);
     }
 
     pthread_cond_destroy(&q->cond);
@@ -109,7 +118,7 @@ ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node)
      * Waking a spare poller (Go keeps one) on every call would cost a futex
      * wake and the mutex at the end of the event-loop iteration.
      */
-    sleeping = (q->sleepers > 0 && q->spinners == 0)
+    sleeping = ((q->sleepers > 0 || q->armed > 0) && q->spinners == 0)
                || (q->fd != -1 && !q->signalled);
 
     pthread_mutex_unlock(&q->mutex);
@@ -132,6 +141,11 @@ ngx_nffi_queue_wake(ngx_nffi_queue_t *q)
 
     if (q->length > 0) {
         ngx_nffi_queue_signal(q, 1);
+
+        if (q->armed > 0 && q->spinners == 0) {
+            ngx_nffi_queue_give(q, q->armed < q->length ? q->armed
+                                                        : q->length);
+        }
     }
 
     pthread_mutex_unlock(&q->mutex);
@@ -230,6 +244,120 @@ ngx_nffi_queue_try_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
 
 
 int
+ngx_nffi_queue_take_or_arm(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
+    int max)
+{
+    int  n, round, budget;
+
+    pthread_mutex_lock(&q->mutex);
+
+    if (ngx_nffi_queue_open_wait_fd(q) == -1) {
+        pthread_mutex_unlock(&q->mutex);
+        return -1;
+    }
+
+    budget = __atomic_load_n(&q->spin_budget, __ATOMIC_RELAXED);
+
+    /* a consumer woken this soon after it armed: spinning would have done */
+    if (q->head && budget < q->spin_max && q->armed_ns != 0
+        && ngx_nffi_monotonic_ns() - q->armed_ns < NGX_NFFI_SHORT_PARK_NS)
+    {
+        q->armed_ns = 0;
+        ngx_nffi_queue_spin_wanted(q);
+    }
+
+    /* one spinner is enough: the others arm at once */
+    if (q->head == NULL && !q->closed && q->spinners == 0 && budget > 0) {
+        __atomic_store_n(&q->spinners, 1, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&q->mutex);
+
+        for (round = 0; round < budget; round++) {
+            sched_yield();
+
+            if (__atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != NULL
+                || __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
+            {
+                break;
+            }
+        }
+
+        pthread_mutex_lock(&q->mutex);
+        __atomic_store_n(&q->spinners, 0, __ATOMIC_RELAXED);
+
+        if (q->head) {
+            ngx_nffi_queue_spin_wanted(q);
+
+        } else {
+            ngx_nffi_queue_spin_wasted(q);
+        }
+    }
+
+    if (q->head) {
+        n = ngx_nffi_queue_take(q, nodes, max);
+
+    } else if (q->closed) {
+        n = -1;
+
+    } else {
+        __atomic_store_n(&q->armed, q->armed + 1, __ATOMIC_RELAXED);
+        q->armed_ns = ngx_nffi_monotonic_ns();
+        n = 0;
+    }
+
+    pthread_mutex_unlock(&q->mutex);
+
+    return n;
+}
+
+
+int
+ngx_nffi_queue_wait_fd(ngx_nffi_queue_t *q)
+{
+    int  fd;
+
+    pthread_mutex_lock(&q->mutex);
+    fd = ngx_nffi_queue_open_wait_fd(q);
+    pthread_mutex_unlock(&q->mutex);
+
+    return fd;
+}
+
+
+/* under the mutex */
+
+static int
+ngx_nffi_queue_open_wait_fd(ngx_nffi_queue_t *q)
+{
+    if (q->wait_fd == -1) {
+        q->wait_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE);
+    }
+
+    return q->wait_fd;
+}
+
+
+/*
+ * Under the mutex: wakes that many armed consumers.  A wake-up may find
+ * the node taken by a spinner; the consumer then arms again.
+ */
+
+static void
+ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned wakeups)
+{
+    uint64_t  count;
+    ssize_t   n;
+
+    count = wakeups;
+
+    do {
+        n = write(q->wait_fd, &count, sizeof(count));
+    } while (n == -1 && errno == EINTR);
+
+    __atomic_store_n(&q->armed, q->armed - wakeups, __ATOMIC_RELAXED);
+}
+
+
+int
 ngx_nffi_queue_fd(ngx_nffi_queue_t *q)
 {
     int  fd;
@@ -260,6 +388,11 @@ ngx_nffi_queue_close(ngx_nffi_queue_t *q)
     pthread_cond_broadcast(&q->cond);
     /* readable for good: every event loop waiting on it sees the end */
     ngx_nffi_queue_signal(q, 1);
+
+    /* armed consumers wait on the wait fd: each gets its wake-up */
+    if (q->armed > 0) {
+        ngx_nffi_queue_give(q, q->armed);
+    }
     pthread_mutex_unlock(&q->mutex);
 }
 
@@ -272,6 +405,7 @@ ngx_nffi_queue_reopen(ngx_nffi_queue_t *q, int spin_max)
     spin_max = spin_max < 0 ? 0 : spin_max;
     __atomic_store_n(&q->spin_max, spin_max, __ATOMIC_RELAXED);
     __atomic_store_n(&q->spin_budget, spin_max, __ATOMIC_RELAXED);
+    __atomic_store_n(&q->armed, 0, __ATOMIC_RELAXED);
 
     if (q->head == NULL) {
         ngx_nffi_queue_signal(q, 0);
@@ -307,6 +441,10 @@ ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
     /* tasks left and a consumer asleep: let it help */
     if (q->head && q->sleepers > 0) {
         pthread_cond_signal(&q->cond);
+    }
+
+    if (q->head && q->armed > 0 && q->spinners == 0) {
+        ngx_nffi_queue_give(q, 1);
     }
 
     return n;
@@ -369,7 +507,8 @@ ngx_nffi_queue_stats(ngx_nffi_queue_t *q, ngx_nffi_queue_stats_t *st)
 {
     st->queued = __atomic_load_n(&q->length, __ATOMIC_RELAXED);
     st->queued_max = __atomic_load_n(&q->length_max, __ATOMIC_RELAXED);
-    st->sleeping = __atomic_load_n(&q->sleepers, __ATOMIC_RELAXED);
+    st->sleeping = __atomic_load_n(&q->sleepers, __ATOMIC_RELAXED)
+                   + __atomic_load_n(&q->armed, __ATOMIC_RELAXED);
     st->spinning = __atomic_load_n(&q->spinners, __ATOMIC_RELAXED);
 }
 

@@ -46,6 +46,14 @@ typedef struct {
      */
     int                  fd;
     int                  signalled;
+    /*
+     * The semaphore eventfd of consumers that arm, -1 until one asks for
+     * it; armed counts the consumers that armed and were not yet given a
+     * wake-up (a count written to it, which they read).
+     */
+    int                  wait_fd;
+    unsigned             armed;
+    long long            armed_ns;    /* when one last armed */
     /* sched_yield() rounds a consumer may spin before sleeping */
     int                  spin_max;
     int                  spin_budget;
@@ -89,6 +97,25 @@ int ngx_nffi_queue_try_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
  */
 int ngx_nffi_queue_fd(ngx_nffi_queue_t *q);
 
+/*
+ * The semaphore eventfd (created on the first call, kept until destroy)
+ * of consumers that wait with ngx_nffi_queue_take_or_arm(): every wake-up
+ * given to an armed consumer adds one to its counter; the consumer reads
+ * it.  -1 with errno when it cannot be created.
+ */
+int ngx_nffi_queue_wait_fd(ngx_nffi_queue_t *q);
+
+/*
+ * Takes up to max nodes that are queued now.  When none is, and no other
+ * consumer spins, spins first as ngx_nffi_queue_pop() does; when none is
+ * then, arms: the next node pushed while no consumer spins (or a node left
+ * behind by a taker, or the close) gives one wake-up on the wait fd.
+ * Returns the number taken, 0 when armed, -1 once the queue is closed and
+ * empty (or the wait fd cannot be created).
+ */
+int ngx_nffi_queue_take_or_arm(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
+    int max);
+
 /* No more pushes: consumers drain what is queued, then get 0. */
 void ngx_nffi_queue_close(ngx_nffi_queue_t *q);
 
@@ -100,7 +127,7 @@ void ngx_nffi_queue_reopen(ngx_nffi_queue_t *q, int spin_max);
 typedef struct {
     unsigned             queued;
     unsigned             queued_max;
-    unsigned             sleeping;
+    unsigned             sleeping;    /* armed consumers included */
     unsigned             spinning;
 } ngx_nffi_queue_stats_t;
 

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: BSD-2-Clause
 
 """Runtimes that poll from an event loop of their own: the queue's fd and
-task_take(), alone and beside blocking pollers (tests/runtimes, loops=N)."""
+task_take(), alone and beside blocking pollers (tests/runtimes, loops=N);
+and runtimes that take or arm and wait on the queue's wait fd, as Go's
+pollers do (armed=N)."""
 
 from conftest import STATS, counter, location
 from harness import SLOW, wait_for
@@ -80,10 +82,10 @@ def test_event_loop_calls_with_bad_arguments_fail_with_an_alert(nginx):
         local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "misuse"))
         show(rt:take_misuse())
     """))
-    srv.expect(r"\[alert\].*nonblocking_ffi: (queue_fd|task_poll or "
-               r"task_take) (on something that is not a runtime queue|"
-               r"without room for a task)")
-    assert srv.get("/t").strip() == "true '-1 -1 -1'"
+    srv.expect(r"\[alert\].*nonblocking_ffi: (queue_fd|queue_wait_fd|"
+               r"task_poll or task_take) (on something that is not a "
+               r"runtime queue|without room for a task)")
+    assert srv.get("/t").strip() == "true '-1 -1 -1 -1 -1 -1'"
     log = srv.log()
     assert ("[alert]" in log and "nonblocking_ffi: queue_fd on something "
             "that is not a runtime queue" in log)
@@ -91,3 +93,91 @@ def test_event_loop_calls_with_bad_arguments_fail_with_an_alert(nginx):
             "not a runtime queue" in log)
     assert ("nonblocking_ffi: task_poll or task_take without room for a "
             "task" in log)
+    assert ("nonblocking_ffi: queue_wait_fd on something that is not a "
+            "runtime queue" in log)
+
+
+def test_armed_pollers_answer_binary_and_concurrent_calls(nginx):
+    srv = nginx(server=STATS + location("/t", r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME,
+                                                   "threads=0,armed=2"))
+        show(rt:echo("a\0b"))
+        local big = string.rep("x", 4 * 1024 * 1024)
+        local ok, res = rt:echo(big)
+        ngx.say(ok, " ", res == big)
+        ngx.say(count_true(200, function(i)
+            local ok, res = rt:echo("call " .. i)
+            return ok and res == "call " .. i
+        end))
+    """))
+    before = counter(srv, "loop_wakes")
+    assert srv.get("/t").splitlines() == [
+        "true 'a\x00b'", "true true", "200"]
+    # a wake-up per call at most: no busy loop
+    assert counter(srv, "loop_wakes") - before <= 202
+
+
+def test_armed_pollers_share_a_queue_with_blocking_pollers_and_loops(nginx):
+    srv = nginx(server=location("/t", r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME,
+            "threads=1,loops=1,armed=2,batch=8", { spin = 50 }))
+        -- the runtime holds 100 calls until all are there, so every
+        -- poller of the queue takes some and none may lose one
+        ngx.say(count_true(100, function(i)
+            local ok, res = rt:gather("100")
+            return ok and res == "100"
+        end))
+        ngx.say(count_true(500, function(i)
+            local ok, res = rt:echo(tostring(i))
+            return ok and res == tostring(i)
+        end))
+    """))
+    assert srv.get("/t").splitlines() == ["100", "500"]
+
+
+def test_a_blocked_armed_poller_leaves_calls_to_the_other(nginx):
+    srv = nginx(server=location("/t", r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME,
+                                                   "threads=0,armed=2"))
+        show(rt:echo("warm"))
+        local slow = ngx.thread.spawn(function() return rt:block("1000") end)
+        ngx.sleep(0.05)
+        ngx.update_time()
+        local started = ngx.now()
+        show(rt:echo("fast"))
+        ngx.update_time()
+        ngx.say(ngx.now() - started < 0.5)
+        show(select(2, ngx.thread.wait(slow)))
+    """))
+    assert srv.get("/t").splitlines() == [
+        "true 'warm'", "true 'fast'", "true", "true '1000'"]
+
+
+def test_unload_wakes_every_armed_poller(nginx):
+    srv = nginx(server=STATS + location("/t", r"""
+        -- idle: its pollers are armed when unload comes
+        local idle = assert(ngx.load_nonblocking_ffi(RUNTIME,
+                                                     "threads=0,armed=3"))
+        show(idle:echo("x"))
+        idle:__unload()
+        local busy = assert(ngx.load_nonblocking_ffi(RUNTIME,
+                                                     "threads=0,armed=3,n=2"))
+        local threads = {}
+        for i = 1, 6 do
+            threads[i] = ngx.thread.spawn(function()
+                return busy:block("50")
+            end)
+        end
+        -- calls being handled and queued when unload comes are answered
+        busy:__unload()
+        local answered = 0
+        for i = 1, 6 do
+            local _, ok, res = ngx.thread.wait(threads[i])
+            if ok and res == "50" then answered = answered + 1 end
+        end
+        ngx.say("answered ", answered)
+    """))
+    before = counter(srv, "pollers_ended")
+    assert srv.get("/t").splitlines() == ["true 'x'", "answered 6"]
+    wait_for(lambda: counter(srv, "pollers_ended") - before == 6, 10 * SLOW,
+             "the six armed pollers to end after unload")

@@ -12,6 +12,9 @@
  *   threads=N   poll threads (default 1, 0 to 64)
  *   loops=N     event-loop threads (default 0, 0 to 64): each waits on the
  *               queue's fd with epoll and takes tasks without waiting
+ *   armed=N     threads that take or arm (default 0, 0 to 64), and wait
+ *               on the queue's wait fd with poll() when armed, as Go's
+ *               pollers do
  *   batch=N     poll up to N tasks at once (the batch extension)
  *   fail=RC     init fails, returning RC; a "why=TEXT" at the end of cfg
  *               is the reason it gives (init_error())
@@ -25,6 +28,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -471,12 +475,17 @@ test_rt_take_misuse(void *task, const char *req, int len)
     char   text[64];
     void  *tasks[1];
 
-    snprintf(text, sizeof(text), "%d %d %d",
+    void  *tq;
+
+    tq = __atomic_load_n(&test_rt_last_tq, __ATOMIC_RELAXED);
+
+    snprintf(text, sizeof(text), "%d %d %d %d %d %d",
              ngx_http_lua_nonblocking_ffi_queue_fd(task),
              ngx_http_lua_nonblocking_ffi_task_take(task, tasks, 1),
-             ngx_http_lua_nonblocking_ffi_task_take(
-                 __atomic_load_n(&test_rt_last_tq, __ATOMIC_RELAXED), NULL,
-                 1));
+             ngx_http_lua_nonblocking_ffi_task_take(tq, NULL, 1),
+             ngx_http_lua_nonblocking_ffi_queue_wait_fd(task),
+             ngx_http_lua_nonblocking_ffi_task_take_or_arm(task, tasks, 1),
+             ngx_http_lua_nonblocking_ffi_task_take_or_arm(tq, tasks, 0));
     test_rt_answer_text(task, 0, text);
 }
 
@@ -1084,6 +1093,60 @@ test_rt_event_loop(void *arg)
 }
 
 
+/* what Go's pollers do: take or arm, and wait on the wait fd when armed */
+
+static void *
+test_rt_armed_loop(void *arg)
+{
+    int                  i, n, fd;
+    void                *tasks[64];
+    uint64_t             wakeup;
+    struct pollfd        pfd;
+    test_rt_runtime_t   *rt = arg;
+
+    fd = ngx_http_lua_nonblocking_ffi_queue_wait_fd(rt->tq);
+
+    if (fd == -1) {
+        ngx_http_lua_nonblocking_ffi_log(NONBLOCKING_FFI_LOG_ALERT,
+                                         "test runtime: no wait fd", 0);
+        abort();
+    }
+
+    pfd.fd = fd;
+    pfd.events = POLLIN;
+
+    for ( ;; ) {
+        n = ngx_http_lua_nonblocking_ffi_task_take_or_arm(rt->tq, tasks,
+                                                          rt->batch);
+
+        if (n < 0) {
+            break;
+        }
+
+        if (n == 0) {
+            /* another waiter may read the wake-up first: wait again */
+            while (read(fd, &wakeup, sizeof(wakeup)) == -1) {
+                while (poll(&pfd, 1, -1) == -1 && errno == EINTR) {
+                    /* void */
+                }
+            }
+
+            __atomic_add_fetch(&test_rt_loop_wakes, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+
+        for (i = 0; i < n; i++) {
+            test_rt_handle(tasks[i]);
+        }
+    }
+
+    __atomic_add_fetch(&test_rt_pollers_ended, 1, __ATOMIC_RELAXED);
+    free(rt);
+
+    return NULL;
+}
+
+
 static int
 test_rt_setting(const char *cfg, const char *name, int dflt)
 {
@@ -1109,9 +1172,10 @@ test_rt_setting(const char *cfg, const char *name, int dflt)
 int
 lib_nonblocking_ffi_init(char *cfg, void *tq)
 {
-    int                 i, threads, loops, rc;
+    int                 i, threads, loops, armed, rc;
     char               *why;
     pthread_t           thread;
+    void             *(*run)(void *arg);
     test_rt_runtime_t  *rt;
 
     rc = test_rt_setting(cfg, "fail", 0);
@@ -1128,16 +1192,17 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
 
     threads = test_rt_setting(cfg, "threads", 1);
     loops = test_rt_setting(cfg, "loops", 0);
+    armed = test_rt_setting(cfg, "armed", 0);
 
     if (threads < 0 || threads > 64 || loops < 0 || loops > 64
-        || threads + loops == 0)
+        || armed < 0 || armed > 64 || threads + loops + armed == 0)
     {
         return -1;
     }
 
     __atomic_store_n(&test_rt_last_tq, tq, __ATOMIC_RELAXED);
 
-    for (i = 0; i < threads + loops; i++) {
+    for (i = 0; i < threads + loops + armed; i++) {
         /* each poller frees its own copy when it sees the end */
         rt = malloc(sizeof(test_rt_runtime_t));
         if (rt == NULL) {
@@ -1151,10 +1216,11 @@ lib_nonblocking_ffi_init(char *cfg, void *tq)
             rt->batch = rt->batch < 1 ? 1 : 64;
         }
 
-        if (pthread_create(&thread, NULL,
-                           i < threads ? test_rt_poll_loop
-                                       : test_rt_event_loop, rt) != 0)
-        {
+        run = i < threads ? test_rt_poll_loop
+              : i < threads + loops ? test_rt_event_loop
+              : test_rt_armed_loop;
+
+        if (pthread_create(&thread, NULL, run, rt) != 0) {
             free(rt);
             return -1;
         }

@@ -16,6 +16,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,13 @@
 #define MPMC_BATCH_MAX       16
 /* producers with an odd id defer their wakes over this many pushes */
 #define MPMC_WAKE_BATCH      8
+
+/* how an mpmc consumer waits */
+#define MPMC_BLOCKING        0
+/* takes without waiting and waits on the eventfd, as event loops do */
+#define MPMC_EVENT_LOOP      1
+/* takes or arms, and waits on the wait fd, as Go's pollers do */
+#define MPMC_ARMED           2
 
 /* a wait on the eventfd this long means a lost wakeup */
 #define EVENT_LOOP_WAIT_MS   10000
@@ -113,7 +121,7 @@ typedef struct {
     unsigned             seed;
     int                  received;
     int                  after_end;
-    /* takes without waiting and waits on the eventfd, as event loops do */
+    /* how it waits: MPMC_BLOCKING, MPMC_EVENT_LOOP or MPMC_ARMED */
     int                  event_loop;
     long                 wakes_for_nothing;
 } mpmc_consumer_t;
@@ -180,7 +188,9 @@ static int event_loop_pop(mpmc_consumer_t *c, ngx_nffi_node_t **nodes,
     int max);
 static int fd_readable(int fd, int timeout_ms);
 static void *fd_waiter(void *data);
-static void mpmc_run(int spin_max, unsigned seed, int event_loops);
+static int armed_pop(mpmc_consumer_t *c, ngx_nffi_node_t **nodes, int max);
+static void mpmc_run(int spin_max, unsigned seed, int event_loops,
+    int armed);
 static int mpmc_join(pthread_t *ct, mpmc_consumer_t *c, int consumers,
     unsigned *seen, int total);
 static void close_run(int spin_max, int items);
@@ -211,6 +221,13 @@ static void test_queue_reopen(void);
 static void test_queue_fd_level(void);
 static void test_queue_fd_mixed_pollers(void);
 static void test_queue_fd_close_wakes_waiters(void);
+static int wait_fd_count(int fd);
+static void test_queue_armed_wakeups(void);
+static void *armed_spinner(void *data);
+static void test_queue_armed_no_write_while_one_spins(void);
+static void *armed_waiter(void *data);
+static void test_queue_armed_close_wakes_waiters(void);
+static void test_queue_armed_mpmc(void);
 static void test_stack_sequential(void);
 static void test_stack_mpsc(void);
 static int clock_agrees_with_clock_gettime(void);
@@ -242,6 +259,12 @@ static const test_t  tests[] = {
     { "queue_fd_level", test_queue_fd_level },
     { "queue_fd_mixed_pollers", test_queue_fd_mixed_pollers },
     { "queue_fd_close_wakes_waiters", test_queue_fd_close_wakes_waiters },
+    { "queue_armed_wakeups", test_queue_armed_wakeups },
+    { "queue_armed_no_write_while_one_spins",
+      test_queue_armed_no_write_while_one_spins },
+    { "queue_armed_close_wakes_waiters",
+      test_queue_armed_close_wakes_waiters },
+    { "queue_armed_mpmc", test_queue_armed_mpmc },
     { "stack_sequential", test_stack_sequential },
     { "stack_mpsc", test_stack_mpsc },
     { "clock_modes", test_clock_modes },
@@ -497,8 +520,19 @@ mpmc_consumer(void *data)
     for ( ;; ) {
         max = 1 + test_random(&c->seed) % MPMC_BATCH_MAX;
 
-        n = c->event_loop ? event_loop_pop(c, nodes, max)
-                          : ngx_nffi_queue_pop(c->q, nodes, max);
+        switch (c->event_loop) {
+
+        case MPMC_EVENT_LOOP:
+            n = event_loop_pop(c, nodes, max);
+            break;
+
+        case MPMC_ARMED:
+            n = armed_pop(c, nodes, max);
+            break;
+
+        default:
+            n = ngx_nffi_queue_pop(c->q, nodes, max);
+        }
 
         if (n == 0) {
             break;
@@ -533,9 +567,13 @@ mpmc_consumer(void *data)
     }
 
     /* the end is sticky */
-    if (c->event_loop) {
+    if (c->event_loop == MPMC_EVENT_LOOP) {
         c->after_end = ngx_nffi_queue_try_pop(c->q, nodes, MPMC_BATCH_MAX)
                        + 1;
+
+    } else if (c->event_loop == MPMC_ARMED) {
+        c->after_end = ngx_nffi_queue_take_or_arm(c->q, nodes,
+                                                  MPMC_BATCH_MAX) + 1;
 
     } else {
         c->after_end = ngx_nffi_queue_pop(c->q, nodes, MPMC_BATCH_MAX);
@@ -580,6 +618,47 @@ event_loop_pop(mpmc_consumer_t *c, ngx_nffi_node_t **nodes, int max)
 }
 
 
+/*
+ * ngx_nffi_queue_pop() the way Go's pollers do it: take or arm, and when
+ * armed, wait for a wake-up on the wait fd and read it.  Another consumer
+ * may read the wake-up first: then wait again, still armed.  A wait that
+ * times out is a lost wakeup.  Returns 0 at the end, as pop does.
+ */
+
+static int
+armed_pop(mpmc_consumer_t *c, ngx_nffi_node_t **nodes, int max)
+{
+    int       n, fd, woken;
+    uint64_t  wakeup;
+
+    fd = ngx_nffi_queue_wait_fd(c->q);
+    CHECK(fd != -1);
+    woken = 0;
+
+    for ( ;; ) {
+        n = ngx_nffi_queue_take_or_arm(c->q, nodes, max);
+
+        if (n != 0) {
+            return n < 0 ? 0 : n;
+        }
+
+        c->wakes_for_nothing += woken;
+
+        do {
+            if (!fd_readable(fd, EVENT_LOOP_WAIT_MS)) {
+                CHECK(!"lost wakeup: the wait fd stayed unreadable");
+                return 0;
+            }
+
+        } while (read(fd, &wakeup, sizeof(wakeup)) == -1
+                 && (errno == EAGAIN || errno == EINTR));
+
+        CHECK(wakeup == 1);
+        woken = 1;
+    }
+}
+
+
 static int
 fd_readable(int fd, int timeout_ms)
 {
@@ -598,8 +677,10 @@ fd_readable(int fd, int timeout_ms)
 }
 
 
+/* the first event_loops consumers wait on the eventfd, the armed next */
+
 static void
-mpmc_run(int spin_max, unsigned seed, int event_loops)
+mpmc_run(int spin_max, unsigned seed, int event_loops, int armed)
 {
     int               i, total, bad;
     unsigned         *seen;
@@ -630,7 +711,9 @@ mpmc_run(int spin_max, unsigned seed, int event_loops)
         c[i].seed = seed * 0x9e3779b9u * (i + 1) | 1;
         c[i].received = 0;
         c[i].after_end = -1;
-        c[i].event_loop = i < event_loops;
+        c[i].event_loop = i < event_loops ? MPMC_EVENT_LOOP
+                          : i < event_loops + armed ? MPMC_ARMED
+                          : MPMC_BLOCKING;
         c[i].wakes_for_nothing = 0;
         CHECK(pthread_create(&ct[i], NULL, mpmc_consumer, &c[i]) == 0);
     }
@@ -657,7 +740,7 @@ mpmc_run(int spin_max, unsigned seed, int event_loops)
     }
 
     /* no busy loop: a push wakes each event loop at most once */
-    for (i = 0; i < event_loops; i++) {
+    for (i = 0; i < event_loops + armed; i++) {
         CHECK(c[i].wakes_for_nothing <= total);
     }
 
@@ -739,7 +822,7 @@ close_run(int spin_max, int count)
         c[i].seed = 0x2545f491u * (i + 1);
         c[i].received = 0;
         c[i].after_end = -1;
-        c[i].event_loop = 0;
+        c[i].event_loop = MPMC_BLOCKING;
         c[i].wakes_for_nothing = 0;
         CHECK(pthread_create(&ct[i], NULL, mpmc_consumer, &c[i]) == 0);
     }
@@ -1093,7 +1176,7 @@ test_queue_mpmc_spin0(void)
     unsigned  round;
 
     for (round = 1; round <= MPMC_ROUNDS; round++) {
-        mpmc_run(0, round, 0);
+        mpmc_run(0, round, 0, 0);
     }
 }
 
@@ -1104,7 +1187,7 @@ test_queue_mpmc_spin50(void)
     unsigned  round;
 
     for (round = 1; round <= MPMC_ROUNDS; round++) {
-        mpmc_run(50, round, 0);
+        mpmc_run(50, round, 0, 0);
     }
 }
 
@@ -1178,7 +1261,7 @@ test_queue_close_wakes_spinners(void)
         c[i].seed = 0x61c88647u * (i + 1);
         c[i].received = 0;
         c[i].after_end = -1;
-        c[i].event_loop = 0;
+        c[i].event_loop = MPMC_BLOCKING;
         c[i].wakes_for_nothing = 0;
         CHECK(pthread_create(&ct[i], NULL, mpmc_consumer, &c[i]) == 0);
     }
@@ -1523,9 +1606,9 @@ test_queue_fd_mixed_pollers(void)
     unsigned  round;
 
     for (round = 1; round <= MPMC_ROUNDS; round++) {
-        mpmc_run(0, round, MPMC_CONSUMERS);
-        mpmc_run(0, round, 1);
-        mpmc_run(50, round, 2);
+        mpmc_run(0, round, MPMC_CONSUMERS, 0);
+        mpmc_run(0, round, 1, 0);
+        mpmc_run(50, round, 2, 0);
     }
 }
 
@@ -1580,6 +1663,263 @@ fd_waiter(void *data)
     w->saw_end = ngx_nffi_queue_try_pop(w->q, &taken, 1) == -1;
 
     return NULL;
+}
+
+
+/* the wake-ups waiting on a wait fd, read (taken) one by one */
+
+static int
+wait_fd_count(int fd)
+{
+    int       n;
+    uint64_t  wakeup;
+
+    for (n = 0; read(fd, &wakeup, sizeof(wakeup)) == sizeof(wakeup); n++) {
+        CHECK(wakeup == 1);
+    }
+
+    CHECK(errno == EAGAIN);
+
+    return n;
+}
+
+
+/*
+ * Armed consumers, one thread: a wake-up per armed consumer as nodes come
+ * (after the deferred wake), one for a node a taker leaves behind, none
+ * while no consumer is armed, and one for each at the close.
+ */
+
+static void
+test_queue_armed_wakeups(void)
+{
+    int               fd;
+    ngx_nffi_node_t   a, b, c, d, *nodes[4];
+    ngx_nffi_queue_t  q;
+
+    CHECK(ngx_nffi_queue_init(&q, 0) == 0);
+    fd = ngx_nffi_queue_wait_fd(&q);
+    CHECK(fd != -1);
+    CHECK(ngx_nffi_queue_wait_fd(&q) == fd);
+
+    /* nobody armed: a push asks no wake, the fd stays quiet */
+    CHECK(ngx_nffi_queue_push(&q, &a) == 0);
+    ngx_nffi_queue_wake(&q);
+    CHECK(wait_fd_count(fd) == 0);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 1 && nodes[0] == &a);
+
+    /* one armed consumer: the push asks a wake, which gives one wake-up */
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 0);
+    CHECK(q.armed == 1);
+    CHECK(ngx_nffi_queue_push(&q, &a) == 1);
+    CHECK(wait_fd_count(fd) == 0);
+    ngx_nffi_queue_wake(&q);
+    CHECK(wait_fd_count(fd) == 1);
+    CHECK(q.armed == 0);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 1 && nodes[0] == &a);
+
+    /* two armed, one node: one wake-up; the next node wakes the other */
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 0);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 0);
+    CHECK(ngx_nffi_queue_push(&q, &a) == 1);
+    ngx_nffi_queue_wake(&q);
+    CHECK(wait_fd_count(fd) == 1);
+    CHECK(ngx_nffi_queue_push(&q, &b) == 1);
+    ngx_nffi_queue_wake(&q);
+    CHECK(wait_fd_count(fd) == 1);
+    CHECK(q.armed == 0);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 2);
+    CHECK(nodes[0] == &a && nodes[1] == &b);
+
+    /* a taker that leaves nodes behind wakes an armed consumer */
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 0);
+    CHECK(ngx_nffi_queue_push(&q, &a) == 1);
+    CHECK(ngx_nffi_queue_push(&q, &b) == 1);
+    CHECK(ngx_nffi_queue_push(&q, &c) == 1);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 1) == 1 && nodes[0] == &a);
+    CHECK(wait_fd_count(fd) == 1);
+    CHECK(q.armed == 0);
+    /* the deferred wake that follows finds nobody armed */
+    ngx_nffi_queue_wake(&q);
+    CHECK(wait_fd_count(fd) == 0);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 2);
+
+    /* the close wakes every armed consumer; the end is sticky */
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 0);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 0);
+    CHECK(ngx_nffi_queue_push(&q, &d) == 1);
+    ngx_nffi_queue_close(&q);
+    CHECK(wait_fd_count(fd) == 2);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 1 && nodes[0] == &d);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == -1);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == -1);
+    CHECK(wait_fd_count(fd) == 0);
+
+    /* reopened: nobody is armed any more */
+    ngx_nffi_queue_reopen(&q, 0);
+    CHECK(q.armed == 0);
+    CHECK(ngx_nffi_queue_push(&q, &a) == 0);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 4) == 1);
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+static void *
+armed_spinner(void *data)
+{
+    huge_spin_t  *h = data;
+
+    __atomic_store_n(&h->started, 1, __ATOMIC_RELEASE);
+    h->taken = ngx_nffi_queue_take_or_arm(h->q, &h->node, 1);
+
+    return NULL;
+}
+
+
+/*
+ * While one consumer spins in take_or_arm, another one arms at once (one
+ * spinner is enough), and a push asks no wake: the spinner takes the node
+ * and the armed one is not woken for nothing.
+ */
+
+static void
+test_queue_armed_no_write_while_one_spins(void)
+{
+    int                     i, fd;
+    pthread_t               spinner_thread;
+    huge_spin_t             spinner;
+    ngx_nffi_node_t         node, *nodes[1];
+    ngx_nffi_queue_t        q;
+    ngx_nffi_queue_stats_t  st;
+
+    CHECK(ngx_nffi_queue_init(&q, 2147483647) == 0);
+    fd = ngx_nffi_queue_wait_fd(&q);
+
+    spinner.q = &q;
+    spinner.node = NULL;
+    spinner.started = 0;
+    spinner.taken = -1;
+    CHECK(pthread_create(&spinner_thread, NULL, armed_spinner, &spinner)
+          == 0);
+
+    for (i = 0; i < 10000; i++) {
+        ngx_nffi_queue_stats(&q, &st);
+        if (st.spinning == 1) {
+            break;
+        }
+        usleep(1000);
+    }
+
+    CHECK(st.spinning == 1);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 1) == 0);
+    ngx_nffi_queue_stats(&q, &st);
+    CHECK(st.sleeping == 1);
+
+    CHECK(ngx_nffi_queue_push(&q, &node) == 0);
+    ngx_nffi_queue_wake(&q);
+    pthread_join(spinner_thread, NULL);
+    CHECK(spinner.taken == 1 && spinner.node == &node);
+    CHECK(wait_fd_count(fd) == 0);
+
+    /* the armed consumer is woken by the next node */
+    CHECK(ngx_nffi_queue_push(&q, &node) == 1);
+    ngx_nffi_queue_wake(&q);
+    CHECK(wait_fd_count(fd) == 1);
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+static void *
+armed_waiter(void *data)
+{
+    huge_spin_t  *h = data;
+
+    int       fd;
+    uint64_t  wakeup;
+
+    fd = ngx_nffi_queue_wait_fd(h->q);
+    h->taken = ngx_nffi_queue_take_or_arm(h->q, &h->node, 1);
+    __atomic_store_n(&h->started, 1, __ATOMIC_RELEASE);
+
+    while (h->taken == 0) {
+        do {
+            if (!fd_readable(fd, EVENT_LOOP_WAIT_MS)) {
+                CHECK(!"an armed waiter was not woken");
+                return NULL;
+            }
+
+        } while (read(fd, &wakeup, sizeof(wakeup)) == -1);
+
+        h->taken = ngx_nffi_queue_take_or_arm(h->q, &h->node, 1);
+    }
+
+    return NULL;
+}
+
+
+/* armed consumers waiting in poll() when the queue closes all see the end */
+
+static void
+test_queue_armed_close_wakes_waiters(void)
+{
+    int                     i;
+    pthread_t               t[FD_WAITERS];
+    huge_spin_t             w[FD_WAITERS];
+    ngx_nffi_queue_t        q;
+    ngx_nffi_queue_stats_t  st;
+
+    CHECK(ngx_nffi_queue_init(&q, 50) == 0);
+
+    for (i = 0; i < FD_WAITERS; i++) {
+        w[i].q = &q;
+        w[i].node = NULL;
+        w[i].started = 0;
+        w[i].taken = -2;
+        CHECK(pthread_create(&t[i], NULL, armed_waiter, &w[i]) == 0);
+    }
+
+    for (i = 0; i < FD_WAITERS; i++) {
+        while (!__atomic_load_n(&w[i].started, __ATOMIC_ACQUIRE)) {
+            usleep(1000);
+        }
+    }
+
+    /* armed consumers count as sleeping */
+    for (i = 0; i < 10000; i++) {
+        ngx_nffi_queue_stats(&q, &st);
+        if (st.sleeping == FD_WAITERS) {
+            break;
+        }
+        usleep(1000);
+    }
+
+    CHECK(st.sleeping == FD_WAITERS);
+    ngx_nffi_queue_close(&q);
+
+    for (i = 0; i < FD_WAITERS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(w[i].taken == -1);
+    }
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+/* armed consumers alone, and beside blocking ones and event loops */
+
+static void
+test_queue_armed_mpmc(void)
+{
+    unsigned  round;
+
+    for (round = 1; round <= MPMC_ROUNDS; round++) {
+        mpmc_run(0, round, 0, MPMC_CONSUMERS);
+        mpmc_run(50, round, 0, MPMC_CONSUMERS);
+        mpmc_run(0, round, 0, 2);
+        mpmc_run(50, round, 1, 1);
+    }
 }
 
 
