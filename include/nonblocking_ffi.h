@@ -353,16 +353,18 @@ int ngx_http_lua_nonblocking_ffi_stream_fd(void *tsk);
  * NONBLOCKING_FFI_POLL_BATCH_MAX) into tasks[] that are waiting now.
  * When none is, and no other consumer of tq spins, it first spins as
  * ..._task_poll() does (opts.spin, adapted); a consumer that finds
- * another one spinning does not spin.  When none is queued then, the
- * caller is armed: it must wait until ..._queue_wait_fd(tq) is readable,
- * read 8 bytes from it (one wake-up), and call ..._task_take_or_arm()
- * again.  Returns how many tasks it took, 0 when it armed the caller, -1
- * once the runtime is unloaded and every task queued before that has been
- * taken (stop), or on misuse (tq not a queue, tasks NULL, max < 1: logged
- * as [alert]), or when the wait fd cannot be created.
+ * another one spinning does not spin, unless calls came in bursts in
+ * the last millisecond (a take left some behind).  When none is queued
+ * then, the caller is armed: it must wait until ..._queue_wait_fd(tq) is
+ * readable, read 8 bytes from it (one wake-up), and call
+ * ..._task_take_or_arm() again.  Returns how many tasks it took, 0 when
+ * it armed the caller, -1 once the runtime is unloaded and every task
+ * queued before that has been taken (stop), or on misuse (tq not a queue,
+ * tasks NULL, max < 1: logged as [alert]), or when the wait fd cannot be
+ * created.
  *
- * An armed caller gets one wake-up when a task comes while no consumer
- * spins, when a taker leaves tasks behind, or when the runtime is
+ * Armed callers are woken one per task that comes while no consumer
+ * spins, one per task a taker leaves behind, and all when the runtime is
  * unloaded; a wake-up may find the task taken by a spinner (the call then
  * arms again).  No wake-up is lost: a task queued after the call returned
  * 0 wakes the caller (or a spinner takes it).  While a consumer spins, or

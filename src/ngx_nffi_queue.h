@@ -54,6 +54,7 @@ typedef struct {
     int                  wait_fd;
     unsigned             armed;
     long long            armed_ns;    /* when one last armed */
+    long long            burst_ns;    /* when a take last left nodes */
     /* sched_yield() rounds a consumer may spin before sleeping */
     int                  spin_max;
     int                  spin_budget;
@@ -107,7 +108,8 @@ int ngx_nffi_queue_wait_fd(ngx_nffi_queue_t *q);
 
 /*
  * Takes up to max nodes that are queued now.  When none is, and no other
- * consumer spins, spins first as ngx_nffi_queue_pop() does; when none is
+ * consumer spins (or nodes came in bursts in the last millisecond: a take
+ * left some behind), spins first as ngx_nffi_queue_pop() does; when none is
  * then, arms: the next node pushed while no consumer spins (or a node left
  * behind by a taker, or the close) gives one wake-up on the wait fd.
  * Returns the number taken, 0 when armed, -1 once the queue is closed and

@@ -228,6 +228,8 @@ static void test_queue_armed_no_write_while_one_spins(void);
 static void *armed_waiter(void *data);
 static void test_queue_armed_close_wakes_waiters(void);
 static void test_queue_armed_mpmc(void);
+static int wait_spinning(ngx_nffi_queue_t *q, unsigned n);
+static void test_queue_armed_spinners_follow_bursts(void);
 static void test_stack_sequential(void);
 static void test_stack_mpsc(void);
 static int clock_agrees_with_clock_gettime(void);
@@ -265,6 +267,8 @@ static const test_t  tests[] = {
     { "queue_armed_close_wakes_waiters",
       test_queue_armed_close_wakes_waiters },
     { "queue_armed_mpmc", test_queue_armed_mpmc },
+    { "queue_armed_spinners_follow_bursts",
+      test_queue_armed_spinners_follow_bursts },
     { "stack_sequential", test_stack_sequential },
     { "stack_mpsc", test_stack_mpsc },
     { "clock_modes", test_clock_modes },
@@ -1902,6 +1906,80 @@ test_queue_armed_close_wakes_waiters(void)
         pthread_join(t[i], NULL);
         CHECK(w[i].taken == -1);
     }
+
+    ngx_nffi_queue_destroy(&q);
+}
+
+
+static int
+wait_spinning(ngx_nffi_queue_t *q, unsigned n)
+{
+    int                     i;
+    ngx_nffi_queue_stats_t  st;
+
+    for (i = 0; i < 10000; i++) {
+        ngx_nffi_queue_stats(q, &st);
+        if (st.spinning == n) {
+            return 1;
+        }
+        usleep(1000);
+    }
+
+    return 0;
+}
+
+
+/*
+ * While calls come one at a time, a second consumer arms at once; once a
+ * take left nodes behind (calls come in bursts), it spins too.
+ */
+
+static void
+test_queue_armed_spinners_follow_bursts(void)
+{
+    pthread_t         t[2];
+    huge_spin_t       h[2];
+    ngx_nffi_node_t   a, b, c, *nodes[2];
+    ngx_nffi_queue_t  q;
+
+    CHECK(ngx_nffi_queue_init(&q, 2147483647) == 0);
+    CHECK(ngx_nffi_queue_wait_fd(&q) != -1);
+
+    h[0].q = &q;
+    h[0].node = NULL;
+    h[0].started = 0;
+    h[0].taken = -2;
+    CHECK(pthread_create(&t[0], NULL, armed_spinner, &h[0]) == 0);
+    CHECK(wait_spinning(&q, 1));
+
+    /* one at a time: no burst yet, so this one arms */
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 1) == 0);
+    CHECK(q.burst_ns == 0);
+
+    /* the spinner takes a, a taker leaves c behind: a burst */
+    CHECK(ngx_nffi_queue_push(&q, &a) == 0);
+    pthread_join(t[0], NULL);
+    CHECK(h[0].taken == 1 && h[0].node == &a);
+    CHECK(ngx_nffi_queue_push(&q, &b) == 1);
+    CHECK(ngx_nffi_queue_push(&q, &c) == 1);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 1) == 1 && nodes[0] == &b);
+    CHECK(q.burst_ns != 0);
+    CHECK(ngx_nffi_queue_take_or_arm(&q, nodes, 2) == 1 && nodes[0] == &c);
+
+    /* within the burst (kept going for the test), two consumers spin */
+    q.burst_ns = ngx_nffi_monotonic_ns() + 3600000000000LL;
+
+    h[0].taken = -2;
+    h[1] = h[0];
+    CHECK(pthread_create(&t[0], NULL, armed_spinner, &h[0]) == 0);
+    CHECK(wait_spinning(&q, 1));
+    CHECK(pthread_create(&t[1], NULL, armed_spinner, &h[1]) == 0);
+    CHECK(wait_spinning(&q, 2));
+
+    ngx_nffi_queue_close(&q);
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
+    CHECK(h[0].taken == -1 && h[1].taken == -1);
 
     ngx_nffi_queue_destroy(&q);
 }
