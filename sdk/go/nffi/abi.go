@@ -26,15 +26,27 @@ typedef struct {
     int          is_stream;
 } nffi_go_taken_t;
 
-// Waits for the next task of tq and reads its method, its request and its
-// kind into *t; returns 0 once the runtime is unloaded and drained.
+// Takes the next task of tq and reads its method, its request and its kind
+// into *t.  With armed set, the ABI 5 way: returns 1 with a task, 0 when
+// the caller is armed (wait on the queue's wait fd, then call again), -1
+// once the runtime is unloaded and drained.  Without, waits in the module
+// (ABI 4): 1 with a task, -1 at the end.
 static int
-nffi_go_take(void *tq, nffi_go_taken_t *t)
+nffi_go_take(void *tq, nffi_go_taken_t *t, int armed)
 {
     void  *task;
+    int    n;
 
-    if (ngx_http_lua_nonblocking_ffi_task_poll_batch(tq, &task, 1) != 1) {
-        return 0;
+    if (armed) {
+        n = ngx_http_lua_nonblocking_ffi_task_take_or_arm(tq, &task, 1);
+
+    } else {
+        n = ngx_http_lua_nonblocking_ffi_task_poll_batch(tq, &task, 1);
+        n = n == 1 ? 1 : -1;
+    }
+
+    if (n != 1) {
+        return n;
     }
 
     t->task = task;
@@ -101,8 +113,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 )
 
@@ -146,9 +160,22 @@ func ABIVersion() int {
 	return int(C.ngx_http_lua_nonblocking_ffi_abi_version())
 }
 
-// cgoQueue is the queue that Serve uses on the ABI.
+// cgoQueue is the queue that Serve uses on the ABI.  With a module of ABI
+// version 5 or later, idle pollers wait in Go's netpoller on the queue's
+// wait fd (wait is not nil), where they hold no thread: pollers that wait
+// in the module hold one each, which Go's scheduler monitor keeps taking
+// back, waking up every 20 µs to do so (docs/benchmark.md).
 type cgoQueue struct {
-	q Queue
+	q    Queue
+	wait *queueWaiter
+}
+
+func newCgoQueue(q Queue) cgoQueue {
+	c := cgoQueue{q: q}
+	if ABIVersion() >= 5 {
+		c.wait = newQueueWaiter(q)
+	}
+	return c
 }
 
 func (c cgoQueue) taker() taker {
@@ -156,10 +183,59 @@ func (c cgoQueue) taker() taker {
 	if p == nil {
 		panic("nffi: out of memory")
 	}
-	return &cgoTaker{q: c.q, taken: (*C.nffi_go_taken_t)(p)}
+	return &cgoTaker{q: c.q, wait: c.wait, taken: (*C.nffi_go_taken_t)(p)}
 }
 
-func (c cgoQueue) close() {}
+func (c cgoQueue) close() {
+	if c.wait != nil {
+		c.wait.close()
+	}
+}
+
+// queueWaiter waits on a queue's wait fd in the netpoller, through a
+// descriptor of its own (a dup: the module's stays open).
+type queueWaiter struct {
+	file *os.File
+	conn syscall.RawConn
+}
+
+// newQueueWaiter returns nil when the fd cannot be had: pollers then wait
+// in the module.
+func newQueueWaiter(q Queue) *queueWaiter {
+	fd := int(C.ngx_http_lua_nonblocking_ffi_queue_wait_fd(q.p))
+	if fd < 0 {
+		return nil
+	}
+	own, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd),
+		syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		return nil
+	}
+	// non-blocking (the flag belongs to the open file, which the dup
+	// shares): the netpoller watches it
+	f := os.NewFile(own, "nffi-queue-wait")
+	conn, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil
+	}
+	return &queueWaiter{file: f, conn: conn}
+}
+
+// wait returns after taking one wake-up, or once the waiter is closed.
+// Pollers that wait at once queue up in the file's read lock; a wake-up
+// given while one waits in the lock is read by it without waiting.
+func (w *queueWaiter) wait() {
+	var count [8]byte
+	w.conn.Read(func(fd uintptr) bool {
+		_, err := syscall.Read(int(fd), count[:])
+		return err != syscall.EAGAIN
+	})
+}
+
+func (w *queueWaiter) close() {
+	w.file.Close()
+}
 
 func (c cgoQueue) log(level Level, msg string) {
 	Log(level, msg)
@@ -171,13 +247,25 @@ func (c cgoQueue) log(level Level, msg string) {
 // often repeats.
 type cgoTaker struct {
 	q      Queue
+	wait   *queueWaiter
 	taken  *C.nffi_go_taken_t
 	method string
 }
 
 func (c *cgoTaker) take() task {
-	if C.nffi_go_take(c.q.p, c.taken) == 0 {
-		return nil
+	armed := C.int(0)
+	if c.wait != nil {
+		armed = 1
+	}
+	for {
+		n := C.nffi_go_take(c.q.p, c.taken, armed)
+		if n < 0 {
+			return nil
+		}
+		if n == 1 {
+			break
+		}
+		c.wait.wait()
 	}
 	t := &takenTask{Task: Task{p: c.taken.task}}
 

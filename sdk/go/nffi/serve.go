@@ -111,7 +111,7 @@ const cancelCheckInterval = 20 * time.Millisecond
 // delays no other call.  Pollers beyond idlePollers that find themselves
 // idle end.
 func Serve(q Queue, h Handler) {
-	serveQueue(cgoQueue{q: q}, h)
+	serveQueue(newCgoQueue(q), h)
 }
 
 // queue is what Serve needs of a task queue.  cgoQueue (abi.go) is the
