@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -155,6 +156,51 @@ def test_blocking_calls_delay_no_other_call(nginx, golib):
         ngx.say(slept, " ", rt:__pending())
     """, golib)))
     assert srv.get("/t").splitlines() == ["20 8", "8 0"]
+
+
+def test_idle_pollers_wait_in_the_netpoller_and_cost_no_cpu(nginx, golib):
+    """After a burst, Serve's two idle pollers are armed on the queue's
+    wait fd (counted as sleeping), none spins, and the worker's threads use
+    no CPU; a call then wakes one at once."""
+    srv = nginx(server=location("/burst", go(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "echo"))
+        local threads = {}
+        for t = 1, 8 do
+            threads[t] = ngx.thread.spawn(function()
+                for i = 1, 200 do assert(rt:echo("x")) end
+            end)
+        end
+        for t = 1, 8 do assert(ngx.thread.wait(threads[t])) end
+        ngx.say("done")
+    """, golib)) + location("/stats", go(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "echo"))
+        local st = rt:__stats()
+        ngx.say(st.pollers_sleeping, " ", st.pollers_spinning)
+    """, golib)) + location("/call", go(r"""
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "echo"))
+        local ok, res = rt:echo("after the idle time")
+        ngx.say(ok, " ", res)
+    """, golib)))
+    assert srv.get("/burst").strip() == "done"
+    wait_for(lambda: srv.get("/stats").split() == ["2", "0"], 10,
+             "the two idle pollers to be armed, none spinning")
+
+    worker = srv.worker_pids()[0]
+
+    def cpu_ticks():
+        total = 0
+        for tid in os.listdir("/proc/%d/task" % worker):
+            with open("/proc/%d/task/%s/stat" % (worker, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total
+
+    before = cpu_ticks()
+    time.sleep(1)       # the window the CPU is measured over
+    # a tick is 10 ms: a poller spinning or woken in a loop would use
+    # most of the 100 ticks of that second
+    assert cpu_ticks() - before <= 3
+    assert srv.get("/call").strip() == "true after the idle time"
 
 
 # --- errors, panics, bad cfg ----------------------------------------------
