@@ -32,6 +32,7 @@ static int ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
 static void ngx_nffi_queue_signal(ngx_nffi_queue_t *q, int readable);
 static int ngx_nffi_queue_open_wait_fd(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned wakeups);
+static void ngx_nffi_queue_spin(ngx_nffi_queue_t *q, int budget);
 static void ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q);
 #if defined(__x86_64__)
@@ -159,7 +160,7 @@ ngx_nffi_queue_wake(ngx_nffi_queue_t *q)
 int
 ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
 {
-    int        n, round, budget;
+    int        n, budget;
     long long  parked;
 
     pthread_mutex_lock(&q->mutex);
@@ -181,22 +182,7 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
         budget = __atomic_load_n(&q->spin_budget, __ATOMIC_RELAXED);
 
         if (budget > 0) {
-            /* counted under the mutex it holds anyway: no atomic RMW */
-            __atomic_store_n(&q->spinners, q->spinners + 1, __ATOMIC_RELAXED);
-            pthread_mutex_unlock(&q->mutex);
-
-            for (round = 0; round < budget; round++) {
-                sched_yield();
-
-                if (__atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != NULL
-                    || __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
-                {
-                    break;
-                }
-            }
-
-            pthread_mutex_lock(&q->mutex);
-            __atomic_store_n(&q->spinners, q->spinners - 1, __ATOMIC_RELAXED);
+            ngx_nffi_queue_spin(q, budget);
 
             if (q->head) {
                 n = ngx_nffi_queue_take(q, nodes, max);
@@ -251,7 +237,7 @@ int
 ngx_nffi_queue_take_or_arm(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
     int max)
 {
-    int  n, round, budget;
+    int  n, budget;
 
     pthread_mutex_lock(&q->mutex);
 
@@ -281,21 +267,7 @@ ngx_nffi_queue_take_or_arm(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
         && (q->spinners == 0
             || ngx_nffi_monotonic_ns() - q->burst_ns < NGX_NFFI_BURST_NS))
     {
-        __atomic_store_n(&q->spinners, q->spinners + 1, __ATOMIC_RELAXED);
-        pthread_mutex_unlock(&q->mutex);
-
-        for (round = 0; round < budget; round++) {
-            sched_yield();
-
-            if (__atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != NULL
-                || __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
-            {
-                break;
-            }
-        }
-
-        pthread_mutex_lock(&q->mutex);
-        __atomic_store_n(&q->spinners, q->spinners - 1, __ATOMIC_RELAXED);
+        ngx_nffi_queue_spin(q, budget);
 
         if (q->head) {
             ngx_nffi_queue_spin_wanted(q);
@@ -493,6 +465,36 @@ ngx_nffi_queue_signal(ngx_nffi_queue_t *q, int readable)
     } while (n == -1 && errno == EINTR);
 
     q->signalled = readable;
+}
+
+
+/*
+ * Under the mutex, which it lets go meanwhile: spins up to budget
+ * sched_yield() rounds, counted as a spinner, until a node or the close
+ * comes.
+ */
+
+static void
+ngx_nffi_queue_spin(ngx_nffi_queue_t *q, int budget)
+{
+    int  round;
+
+    /* counted under the mutex it holds anyway: no atomic RMW */
+    __atomic_store_n(&q->spinners, q->spinners + 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&q->mutex);
+
+    for (round = 0; round < budget; round++) {
+        sched_yield();
+
+        if (__atomic_load_n(&q->head, __ATOMIC_ACQUIRE) != NULL
+            || __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
+        {
+            break;
+        }
+    }
+
+    pthread_mutex_lock(&q->mutex);
+    __atomic_store_n(&q->spinners, q->spinners - 1, __ATOMIC_RELAXED);
 }
 
 
