@@ -96,6 +96,13 @@ http {{
 """
 
 
+def abi_version():
+    """NONBLOCKING_FFI_ABI_VERSION of include/nonblocking_ffi.h."""
+    with open(os.path.join(REPO, "include", "nonblocking_ffi.h")) as f:
+        return int(re.search(r"#define NONBLOCKING_FFI_ABI_VERSION\s+(\d+)",
+                             f.read()).group(1))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

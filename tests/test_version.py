@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from conftest import location
-from harness import BUILD, EXAMPLE, NOT_HERE, REPO, TEST_RUNTIME
+from harness import (BUILD, EXAMPLE, NOT_HERE, REPO, TEST_RUNTIME,
+                     abi_version)
 
 FUTURE = os.path.join(BUILD, "libnffi_abi_future.so")
 LEGACY = os.path.join(BUILD, "libnffi_legacy_echo.so")
@@ -23,11 +24,6 @@ def read(path):
 def project_version():
     return re.search(r'#define NGX_NFFI_VERSION\s+"([^"]+)"',
                      read("src/ngx_nffi.h")).group(1)
-
-
-def abi_version():
-    return int(re.search(r"#define NONBLOCKING_FFI_ABI_VERSION\s+(\d+)",
-                         read("include/nonblocking_ffi.h")).group(1))
 
 
 def test_every_file_that_names_the_version_names_the_same():
