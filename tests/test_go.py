@@ -10,6 +10,7 @@ selftest), or, in an nginx of its own, the seed-style raw runtime.
 import http.client
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -201,6 +202,52 @@ def test_idle_pollers_wait_in_the_netpoller_and_cost_no_cpu(nginx, golib):
     # most of the 100 ticks of that second
     assert cpu_ticks() - before <= 3
     assert srv.get("/call").strip() == "true after the idle time"
+
+
+def test_without_a_descriptor_for_the_wait_fd_pollers_wait_in_c(nginx,
+                                                                  golib):
+    """A runtime loaded while the worker can open no file descriptor gets
+    no wait fd: Serve says so in the error log, and its pollers wait in the
+    module instead; calls still work, a blocked one delaying no other."""
+    srv = nginx(server=location("/t", go(r"""
+        local ffi = require "ffi"
+        ffi.cdef[[
+            struct nffi_test_rlimit { unsigned long cur, max; };
+            int getrlimit(int resource, struct nffi_test_rlimit *rlim);
+            int setrlimit(int resource, const struct nffi_test_rlimit *rlim);
+            int open(const char *path, int flags);
+            int close(int fd);
+        ]]
+        local C, RLIMIT_NOFILE = ffi.C, 7
+        local first = assert(ngx.load_nonblocking_ffi(GO, "echo"))
+        show(first:echo("first"))
+
+        -- a new descriptor must be below the limit: make the lowest free
+        -- one the limit, so that none can be had
+        local saved = ffi.new("struct nffi_test_rlimit")
+        assert(C.getrlimit(RLIMIT_NOFILE, saved) == 0)
+        local fd = C.open("/dev/null", 0)
+        assert(fd >= 0 and C.close(fd) == 0)
+        local low = ffi.new("struct nffi_test_rlimit", fd, saved.max)
+        assert(C.setrlimit(RLIMIT_NOFILE, low) == 0)
+        ngx.say(C.open("/dev/null", 0), " ", ffi.errno())
+
+        -- the library is loaded already: no descriptor needed for it
+        local rt = assert(ngx.load_nonblocking_ffi(GO, "selftest"))
+        local slow = ngx.thread.spawn(rt.sleep, rt, "300")
+        local ok, res = rt:echo("second")
+        -- answered: Serve chose how its pollers wait before they took it
+        assert(C.setrlimit(RLIMIT_NOFILE, saved) == 0)
+        ngx.say(ok, " ", res, " ", rt:__pending())
+        local _, ok2, res2 = ngx.thread.wait(slow)
+        ngx.say(ok2, " ", res2)
+    """, golib)))
+    # EMFILE is 24; the echo came back while the sleep held a poller
+    assert srv.get("/t").splitlines() == [
+        "true 'first'", "-1 24", "true second 1", "true slept 300"]
+    assert re.search(r"\[warn\].*nffi: no wait fd for the queue \(too many "
+                     r"open files\): idle pollers wait in the module",
+                     srv.log())
 
 
 # --- errors, panics, bad cfg ----------------------------------------------

@@ -199,17 +199,17 @@ type queueWaiter struct {
 	conn syscall.RawConn
 }
 
-// newQueueWaiter returns nil when the fd cannot be had: pollers then wait
-// in the module.
+// newQueueWaiter returns nil, and says so in the error log, when the fd
+// cannot be had (no descriptor left): pollers then wait in the module.
 func newQueueWaiter(q Queue) *queueWaiter {
-	fd := int(C.ngx_http_lua_nonblocking_ffi_queue_wait_fd(q.p))
+	fd, err := C.ngx_http_lua_nonblocking_ffi_queue_wait_fd(q.p)
 	if fd < 0 {
-		return nil
+		return noQueueWaiter(err)
 	}
 	own, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd),
 		syscall.F_DUPFD_CLOEXEC, 0)
 	if errno != 0 {
-		return nil
+		return noQueueWaiter(errno)
 	}
 	// non-blocking (the flag belongs to the open file, which the dup
 	// shares): the netpoller watches it
@@ -217,9 +217,15 @@ func newQueueWaiter(q Queue) *queueWaiter {
 	conn, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
-		return nil
+		return noQueueWaiter(err)
 	}
 	return &queueWaiter{file: f, conn: conn}
+}
+
+func noQueueWaiter(err error) *queueWaiter {
+	Log(LevelWarn, fmt.Sprintf("nffi: no wait fd for the queue (%v): idle "+
+		"pollers wait in the module", err))
+	return nil
 }
 
 // wait returns after taking one wake-up, or once the waiter is closed.
