@@ -29,6 +29,7 @@ static void ngx_nffi_abi_trace(const char *fmt, ...);
 #define NGX_NFFI_TAKE_WAIT    1
 #define NGX_NFFI_TAKE_OR_ARM  2
 
+static ngx_nffi_runtime_t *ngx_nffi_abi_runtime(void *tq, const char *what);
 static int ngx_nffi_abi_take(void *tq, void **tasks, int max, int how);
 static ngx_nffi_task_t *ngx_nffi_abi_stream_task(void *tsk, const char *what);
 static int ngx_nffi_abi_send(void *tsk, char *chunk, int len, int wait);
@@ -243,16 +244,9 @@ ngx_http_lua_nonblocking_ffi_queue_fd(void *tq)
 {
     ngx_nffi_runtime_t  *rt;
 
-    rt = ngx_nffi_runtime_of(tq);
+    rt = ngx_nffi_abi_runtime(tq, "queue_fd");
 
-    if (rt == NULL) {
-        ngx_nffi_abi_alert("queue_fd on something that is not a runtime "
-                           "queue");
-        errno = EINVAL;
-        return -1;
-    }
-
-    return ngx_nffi_queue_fd(&rt->queue);
+    return rt ? ngx_nffi_queue_fd(&rt->queue) : -1;
 }
 
 
@@ -276,16 +270,9 @@ ngx_http_lua_nonblocking_ffi_queue_wait_fd(void *tq)
 {
     ngx_nffi_runtime_t  *rt;
 
-    rt = ngx_nffi_runtime_of(tq);
+    rt = ngx_nffi_abi_runtime(tq, "queue_wait_fd");
 
-    if (rt == NULL) {
-        ngx_nffi_abi_alert("queue_wait_fd on something that is not a "
-                           "runtime queue");
-        errno = EINVAL;
-        return -1;
-    }
-
-    return ngx_nffi_queue_wait_fd(&rt->queue);
+    return rt ? ngx_nffi_queue_wait_fd(&rt->queue) : -1;
 }
 
 
@@ -384,11 +371,9 @@ ngx_nffi_abi_take(void *tq, void **tasks, int max, int how)
     ngx_nffi_task_t     *t;
     ngx_nffi_runtime_t  *rt;
 
-    rt = ngx_nffi_runtime_of(tq);
+    rt = ngx_nffi_abi_runtime(tq, "task_poll or task_take");
 
     if (rt == NULL) {
-        ngx_nffi_abi_alert("task_poll or task_take on something that is "
-                           "not a runtime queue");
         return -1;
     }
 
@@ -437,6 +422,29 @@ ngx_nffi_abi_take(void *tq, void **tasks, int max, int how)
     }
 
     return n;
+}
+
+
+/* the runtime of queue tq, or NULL (alerted, errno EINVAL) */
+
+static ngx_nffi_runtime_t *
+ngx_nffi_abi_runtime(void *tq, const char *what)
+{
+    u_char               buf[NGX_MAX_ERROR_STR], *p;
+    ngx_nffi_runtime_t  *rt;
+
+    rt = ngx_nffi_runtime_of(tq);
+
+    if (rt == NULL) {
+        p = ngx_snprintf(buf, sizeof(buf),
+                         "%s on something that is not a runtime queue%Z",
+                         what);
+        (void) p;
+        ngx_nffi_abi_alert((const char *) buf);
+        errno = EINVAL;
+    }
+
+    return rt;
 }
 
 
