@@ -27,10 +27,10 @@ typedef struct {
 } nffi_go_taken_t;
 
 // Takes the next task of tq and reads its method, its request and its kind
-// into *t.  With armed set, the ABI 5 way: returns 1 with a task, 0 when
-// the caller is armed (wait on the queue's wait fd, then call again), -1
-// once the runtime is unloaded and drained.  Without, waits in the module
-// (ABI 4): 1 with a task, -1 at the end.
+// into *t.  With armed set: returns 1 with a task, 0 when the caller is
+// armed (wait on the queue's wait fd, then call again), -1 once the
+// runtime is unloaded and drained.  Without (no wait fd), waits in the
+// module: 1 with a task, -1 at the end.
 static int
 nffi_go_take(void *tq, nffi_go_taken_t *t, int armed)
 {
@@ -160,22 +160,19 @@ func ABIVersion() int {
 	return int(C.ngx_http_lua_nonblocking_ffi_abi_version())
 }
 
-// cgoQueue is the queue that Serve uses on the ABI.  With a module of ABI
-// version 5 or later, idle pollers wait in Go's netpoller on the queue's
-// wait fd (wait is not nil), where they hold no thread: pollers that wait
-// in the module hold one each, which Go's scheduler monitor keeps taking
-// back, waking up every 20 µs to do so (docs/benchmark.md).
+// cgoQueue is the queue that Serve uses on the ABI.  Idle pollers wait in
+// Go's netpoller on the queue's wait fd (wait is not nil), where they hold
+// no thread: pollers that wait in the module hold one each, which Go's
+// scheduler monitor keeps taking back, waking up every 20 µs to do so
+// (docs/benchmark.md).  A module older than ABI 5, which has no wait fd,
+// refuses a library built with this SDK at load.
 type cgoQueue struct {
 	q    Queue
 	wait *queueWaiter
 }
 
 func newCgoQueue(q Queue) cgoQueue {
-	c := cgoQueue{q: q}
-	if ABIVersion() >= 5 {
-		c.wait = newQueueWaiter(q)
-	}
-	return c
+	return cgoQueue{q: q, wait: newQueueWaiter(q)}
 }
 
 func (c cgoQueue) taker() taker {
