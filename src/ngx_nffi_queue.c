@@ -31,7 +31,7 @@ static int ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
     int max);
 static void ngx_nffi_queue_signal(ngx_nffi_queue_t *q, int readable);
 static int ngx_nffi_queue_open_wait_fd(ngx_nffi_queue_t *q);
-static void ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned wakeups);
+static void ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned most);
 static void ngx_nffi_queue_spin(ngx_nffi_queue_t *q, int budget);
 static void ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q);
@@ -147,9 +147,8 @@ ngx_nffi_queue_wake(ngx_nffi_queue_t *q)
     if (q->length > 0) {
         ngx_nffi_queue_signal(q, 1);
 
-        if (q->armed > 0 && q->spinners == 0) {
-            ngx_nffi_queue_give(q, q->armed < q->length ? q->armed
-                                                        : q->length);
+        if (q->spinners == 0) {
+            ngx_nffi_queue_give(q, q->length);
         }
     }
 
@@ -322,15 +321,23 @@ ngx_nffi_queue_open_wait_fd(ngx_nffi_queue_t *q)
 
 
 /*
- * Under the mutex: wakes that many armed consumers.  A wake-up may find
- * the node taken by a spinner; the consumer then arms again.
+ * Under the mutex: wakes up to "most" armed consumers (one per node to
+ * take).  A wake-up may find the node taken by a spinner; the consumer
+ * then arms again.
  */
 
 static void
-ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned wakeups)
+ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned most)
 {
+    unsigned  wakeups;
     uint64_t  count;
     ssize_t   n;
+
+    wakeups = q->armed < most ? q->armed : most;
+
+    if (wakeups == 0) {
+        return;
+    }
 
     count = wakeups;
 
@@ -375,9 +382,7 @@ ngx_nffi_queue_close(ngx_nffi_queue_t *q)
     ngx_nffi_queue_signal(q, 1);
 
     /* armed consumers wait on the wait fd: each gets its wake-up */
-    if (q->armed > 0) {
-        ngx_nffi_queue_give(q, q->armed);
-    }
+    ngx_nffi_queue_give(q, q->armed);
     pthread_mutex_unlock(&q->mutex);
 }
 
@@ -432,9 +437,8 @@ ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
     if (q->head && q->wait_fd != -1) {
         q->burst_ns = ngx_nffi_monotonic_ns();
 
-        if (q->armed > 0 && q->spinners == 0) {
-            ngx_nffi_queue_give(q, q->armed < q->length ? q->armed
-                                                        : q->length);
+        if (q->spinners == 0) {
+            ngx_nffi_queue_give(q, q->length);
         }
     }
 
