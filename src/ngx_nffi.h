@@ -352,6 +352,8 @@ typedef struct {
     /* calls posted and not yet answered, all runtimes together */
     ngx_uint_t             pending;
     ngx_uint_t             last_task_id;
+    /* CPUs in the worker's affinity, inherited by its threads; 0: unknown */
+    ngx_uint_t             cpus;
 } ngx_nffi_worker_t;
 
 

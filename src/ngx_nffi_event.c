@@ -18,7 +18,7 @@
  * budget that the worker adapts between 0 and the largest loop_spin of its
  * loaded runtimes: a window that saw no answer halves it, an answer seen
  * while polling, or one that came through the eventfd soon after its call,
- * grows it again.
+ * grows it again.  A worker on one CPU never polls.
  */
 
 #include "ngx_nffi.h"
@@ -266,6 +266,15 @@ ngx_nffi_event_expect_answer(ngx_uint_t loop_spin)
 void
 ngx_nffi_event_loop_spin_max(ngx_uint_t loop_spin)
 {
+    /*
+     * On one CPU the runtime threads cannot answer while the loop polls:
+     * polling held each answer back until the scheduler preempted the
+     * loop, 4-5 times slower than the eventfd (docs/benchmark.md).
+     */
+    if (ngx_nffi_worker.cpus == 1) {
+        loop_spin = 0;
+    }
+
     if (ngx_nffi_poll_budget > loop_spin
         || ngx_nffi_poll_budget == ngx_nffi_poll_max)
     {

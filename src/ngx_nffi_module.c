@@ -45,7 +45,7 @@ ngx_nffi_worker_t  ngx_nffi_worker = {
     0, 0,
     "runtimes are per worker process: load them in init_worker_by_lua* or "
     "later, not in init_by_lua* (threads do not survive fork)",
-    NULL, { NULL, NULL, NULL, NULL }, NULL, 0, 0
+    NULL, { NULL, NULL, NULL, NULL }, NULL, 0, 0, 0
 };
 
 
@@ -70,7 +70,8 @@ ngx_nffi_init_process(ngx_cycle_t *cycle)
 void
 ngx_nffi_worker_start(ngx_cycle_t *cycle)
 {
-    int  tsc;
+    int        tsc;
+    cpu_set_t  cpus;
 
     if (ngx_nffi_worker.active || ngx_nffi_worker.exiting
         || (ngx_process != NGX_PROCESS_WORKER
@@ -97,6 +98,10 @@ ngx_nffi_worker_start(ngx_cycle_t *cycle)
         return;
     }
 
+    /* nginx sets worker_cpu_affinity before any module's init_process */
+    ngx_nffi_worker.cpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0
+                           ? (ngx_uint_t) CPU_COUNT(&cpus) : 0;
+
     if (ngx_nffi_event_init(cycle) != NGX_OK) {
         /* a worker without runtimes is still a working worker */
         ngx_nffi_worker.inactive_reason =
@@ -112,9 +117,11 @@ ngx_nffi_worker_start(ngx_cycle_t *cycle)
 
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                   "nonblocking_ffi %s (ABI version %d) ready, latencies "
-                  "timed with %s", NGX_NFFI_VERSION,
+                  "timed with %s%s", NGX_NFFI_VERSION,
                   NONBLOCKING_FFI_ABI_VERSION,
-                  tsc ? "the time-stamp counter" : "CLOCK_MONOTONIC");
+                  tsc ? "the time-stamp counter" : "CLOCK_MONOTONIC",
+                  ngx_nffi_worker.cpus == 1
+                  ? ", one CPU: answers are waited for, not polled for" : "");
 }
 
 

@@ -268,3 +268,34 @@ def test_init_error_reaches_the_lua_caller(nginx):
         "nil '%s: lib_nonblocking_ffi_init() failed with rc 6'"
         % TEST_RUNTIME,
     ]
+
+
+@pytest.mark.skipif(MEMCHECK, reason="nginx sets worker_cpu_affinity in a "
+                    "worker process, and memcheck runs without a master")
+def test_a_worker_on_one_cpu_waits_for_answers_and_never_polls(nginx):
+    """Pinned to one CPU, the worker shares it with its runtime threads,
+    which cannot answer while the event loop polls: every answer comes
+    through the eventfd, one read() of it by the main thread per sequential
+    call, however large opts.loop_spin."""
+    calls = 2000
+    srv = nginx(main="worker_cpu_affinity 1;", server=location("/t", r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, nil,
+                                                   { loop_spin = 100000 }))
+        for _ = 1, tonumber(ngx.var.arg_n) do
+            local ok, echoed = rt:echo("x")
+            assert(ok and echoed == "x")
+        end
+        show(true)
+    """))
+    srv.wait_log(r"ready, latencies timed with [^,]+, one CPU: answers are "
+                 r"waited for, not polled for")
+    worker = srv.worker_pids()[0]
+
+    def main_thread_reads():
+        with open("/proc/%d/task/%d/io" % (worker, worker)) as f:
+            return int(re.search(r"^syscr: (\d+)", f.read(), re.M).group(1))
+
+    assert srv.get("/t?n=10").strip() == "true"
+    before = main_thread_reads()
+    assert srv.get("/t?n=%d" % calls).strip() == "true"
+    assert main_thread_reads() - before >= calls
