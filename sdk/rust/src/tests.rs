@@ -166,6 +166,17 @@ mod tokio_tests {
     static ASYNC: &[Handler] = &[Handler::new("async", async_factory)];
 
     #[test]
+    fn acceptors_spin_unless_the_process_has_one_cpu() {
+        use crate::tokio::spin_rounds;
+        use std::num::NonZeroUsize;
+        assert_eq!(spin_rounds(64, NonZeroUsize::new(1)), 0);
+        assert_eq!(spin_rounds(64, NonZeroUsize::new(2)), 64);
+        assert_eq!(spin_rounds(5, NonZeroUsize::new(16)), 5);
+        // parallelism unknown: as configured
+        assert_eq!(spin_rounds(64, None), 64);
+    }
+
+    #[test]
     fn many_async_calls_in_flight_panics_and_unload() {
         let q = FakeQueue::new();
         assert_eq!(start(Some("async".into()), Some(q.queue()), ASYNC), 0);

@@ -22,6 +22,7 @@
 //! is unregistered before the answer.
 
 use std::future::{poll_fn, Future};
+use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,7 +58,8 @@ pub fn set_worker_threads(n: usize) {
 /// never spins).  Adaptive, like the module's `spin` option: a spin that
 /// finds nothing halves the budget, one that finds a call, or a sleep
 /// shorter than 200 µs, doubles it again, up to this value.  Applies to
-/// runtimes started afterwards.
+/// runtimes started afterwards.  An acceptor of a process that may use one
+/// CPU only (affinity, cgroup quota) never spins.
 pub fn set_spin(rounds: usize) {
     SPIN.store(rounds, Ordering::Relaxed);
 }
@@ -133,9 +135,22 @@ impl Server {
     }
 }
 
+/// The acceptor's spin budget.  None on one CPU: yielding to tokio keeps
+/// the CPU from the nginx worker that would post the next call (sequential
+/// calls twice as slow, docs/rust.md).
+pub(crate) fn spin_rounds(configured: usize, cpus: Option<NonZeroUsize>) -> usize {
+    match cpus {
+        Some(n) if n.get() == 1 => 0,
+        _ => configured,
+    }
+}
+
 async fn accept(queue: Queue, fd: AsyncFd<ModuleFd>, handler: Arc<AsyncFn>) {
     let mut tasks = Vec::with_capacity(crate::BATCH);
-    let max = SPIN.load(Ordering::Relaxed);
+    let max = spin_rounds(
+        SPIN.load(Ordering::Relaxed),
+        std::thread::available_parallelism().ok(),
+    );
     let mut budget = max;
     loop {
         // take what waits; then spin (yield to tokio, take again) for up to
