@@ -650,13 +650,21 @@ ngx_nffi_clock_read_both(long long *ticks, long long *ns)
 int
 ngx_nffi_stack_push(ngx_nffi_stack_t *s, ngx_nffi_node_t *node)
 {
+    return ngx_nffi_stack_push_chain(s, node, node);
+}
+
+
+int
+ngx_nffi_stack_push_chain(ngx_nffi_stack_t *s, ngx_nffi_node_t *first,
+    ngx_nffi_node_t *last)
+{
     ngx_nffi_node_t  *top;
 
     top = __atomic_load_n(&s->top, __ATOMIC_RELAXED);
 
     do {
-        node->next = top;
-    } while (!__atomic_compare_exchange_n(&s->top, &top, node, 1,
+        last->next = top;
+    } while (!__atomic_compare_exchange_n(&s->top, &top, first, 1,
                                           __ATOMIC_RELEASE,
                                           __ATOMIC_RELAXED));
 

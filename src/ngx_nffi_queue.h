@@ -174,6 +174,10 @@ ngx_nffi_clock_ticks(void)
 /* Returns 1 when the stack was empty before this push. */
 int ngx_nffi_stack_push(ngx_nffi_stack_t *s, ngx_nffi_node_t *node);
 
+/* Pushes a chain linked by next, first to last, as if last came first. */
+int ngx_nffi_stack_push_chain(ngx_nffi_stack_t *s, ngx_nffi_node_t *first,
+    ngx_nffi_node_t *last);
+
 /* Takes every node, oldest first (a list linked by next). */
 ngx_nffi_node_t *ngx_nffi_stack_take_all(ngx_nffi_stack_t *s);
 

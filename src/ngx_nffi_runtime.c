@@ -211,10 +211,13 @@ ngx_nffi_runtime_get(const char *lib, const char *cfg, int spin)
         return rt;
     }
 
-    rt = ngx_calloc(sizeof(ngx_nffi_runtime_t), ngx_nffi_worker.log);
+    rt = ngx_memalign(NGX_CPU_CACHE_LINE, sizeof(ngx_nffi_runtime_t),
+                      ngx_nffi_worker.log);
     if (rt == NULL) {
         return NULL;
     }
+
+    ngx_memzero(rt, sizeof(ngx_nffi_runtime_t));
 
     rt->lib = strdup(lib);
     rt->cfg = cfg ? strdup(cfg) : NULL;
@@ -413,6 +416,7 @@ ngx_nffi_runtime_unload(ngx_nffi_runtime_t *rt)
     /* from here on, answers read are freed at once */
     rt->loaded = 0;
     ngx_nffi_queue_close(&rt->queue);
+    ngx_nffi_task_hand_back_answers(rt);
     ngx_nffi_task_free_read_answers(rt);
     ngx_nffi_runtime_update_loop_spin();
 

@@ -37,6 +37,13 @@
 /* answers read and not yet freed by a poll thread, per runtime */
 #define NGX_NFFI_READ_ANSWERS_MAX   (1024 * 1024)
 
+/*
+ * Read answers go to the poll threads in batches: a push per answer cost
+ * the main thread the cache line the poll threads had just drained.
+ */
+#define NGX_NFFI_READ_BATCH         16
+#define NGX_NFFI_READ_BATCH_SIZE    (64 * 1024)
+
 
 typedef struct ngx_nffi_slab_s  ngx_nffi_slab_t;
 
@@ -490,7 +497,9 @@ ngx_nffi_task_trim(ngx_event_t *ev)
  * malloc'ed on a runtime thread: it goes back to that runtime's poll
  * threads, which free it the next time they poll, unless more than
  * NGX_NFFI_READ_ANSWERS_MAX bytes already wait there (a poll thread may
- * sleep a long time), or the runtime was unloaded.
+ * sleep a long time), or the runtime was unloaded.  It waits in the
+ * runtime's batch until NGX_NFFI_READ_BATCH answers or
+ * NGX_NFFI_READ_BATCH_SIZE bytes are there.
  */
 
 static void
@@ -498,6 +507,7 @@ ngx_nffi_task_discard_answer(ngx_nffi_task_t *t)
 {
     char                *rsp;
     size_t               size;
+    ngx_nffi_node_t     *node;
     ngx_nffi_runtime_t  *rt;
 
     rsp = t->rsp;
@@ -507,16 +517,60 @@ ngx_nffi_task_discard_answer(ngx_nffi_task_t *t)
     size = malloc_usable_size(rsp);
 
     /* the answer's own memory links it: a tiny one cannot */
-    if (!rt->loaded || size < sizeof(ngx_nffi_node_t)
-        || __atomic_load_n(&rt->read_answers_size, __ATOMIC_RELAXED) + size
-           > NGX_NFFI_READ_ANSWERS_MAX)
-    {
+    if (!rt->loaded || size < sizeof(ngx_nffi_node_t)) {
         free(rsp);
         return;
     }
 
-    __atomic_add_fetch(&rt->read_answers_size, size, __ATOMIC_RELAXED);
-    ngx_nffi_stack_push(&rt->read_answers, (ngx_nffi_node_t *) rsp);
+    node = (ngx_nffi_node_t *) rsp;
+    node->next = rt->read_batch;
+
+    if (rt->read_batch == NULL) {
+        rt->read_batch_last = node;
+    }
+
+    rt->read_batch = node;
+    rt->read_batch_size += size;
+
+    if (++rt->read_batch_n >= NGX_NFFI_READ_BATCH
+        || rt->read_batch_size >= NGX_NFFI_READ_BATCH_SIZE)
+    {
+        ngx_nffi_task_hand_back_answers(rt);
+    }
+}
+
+
+/* the runtime's batch of read answers to its poll threads, or freed */
+
+void
+ngx_nffi_task_hand_back_answers(ngx_nffi_runtime_t *rt)
+{
+    ngx_nffi_node_t  *node, *next;
+
+    if (rt->read_batch == NULL) {
+        return;
+    }
+
+    if (rt->loaded
+        && __atomic_load_n(&rt->read_answers_size, __ATOMIC_RELAXED)
+           + rt->read_batch_size <= NGX_NFFI_READ_ANSWERS_MAX)
+    {
+        __atomic_add_fetch(&rt->read_answers_size, rt->read_batch_size,
+                           __ATOMIC_RELAXED);
+        ngx_nffi_stack_push_chain(&rt->read_answers, rt->read_batch,
+                                  rt->read_batch_last);
+
+    } else {
+        for (node = rt->read_batch; node; node = next) {
+            next = node->next;
+            free(node);
+        }
+    }
+
+    rt->read_batch = NULL;
+    rt->read_batch_last = NULL;
+    rt->read_batch_size = 0;
+    rt->read_batch_n = 0;
 }
 
 

@@ -2035,6 +2035,22 @@ test_stack_sequential(void)
     CHECK(list && list->next == NULL);
 
     CHECK(ngx_nffi_stack_take_all(&s) == NULL);
+
+    /* a chain, first to last, goes on as if last was pushed first */
+    CHECK(ngx_nffi_stack_push(&s, &items[0].node) == 1);
+    items[1].node.next = &items[2].node;
+    CHECK(ngx_nffi_stack_push_chain(&s, &items[1].node, &items[2].node)
+          == 0);
+    CHECK(ngx_nffi_stack_push(&s, &items[3].node) == 0);
+
+    list = ngx_nffi_stack_take_all(&s);
+    CHECK(list == &items[0].node);
+    CHECK(list && list->next == &items[2].node);
+    CHECK(list && list->next && list->next->next == &items[1].node);
+    CHECK(list && list->next && list->next->next
+          && list->next->next->next == &items[3].node);
+    CHECK(list && list->next && list->next->next && list->next->next->next
+          && list->next->next->next->next == NULL);
 }
 
 
