@@ -181,7 +181,13 @@ struct ngx_nffi_task_s {
 
     /* runtime:__stream() calls only, else NULL */
     ngx_nffi_stream_t     *stream;
-};
+
+    /*
+     * Whole cache lines: the answer (above node) and what the main thread
+     * alone writes (below) on lines of their own, and no line shared with
+     * the next task, which a runtime thread may be answering.
+     */
+} __attribute__((aligned(NGX_CPU_CACHE_LINE)));
 
 
 /*

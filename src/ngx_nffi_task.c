@@ -120,10 +120,13 @@ ngx_nffi_task_new_slab(void)
     ngx_uint_t        i;
     ngx_nffi_slab_t  *slab;
 
-    slab = ngx_calloc(sizeof(ngx_nffi_slab_t), ngx_nffi_worker.log);
+    slab = ngx_memalign(NGX_CPU_CACHE_LINE, sizeof(ngx_nffi_slab_t),
+                        ngx_nffi_worker.log);
     if (slab == NULL) {
         return NGX_ERROR;
     }
+
+    ngx_memzero(slab, sizeof(ngx_nffi_slab_t));
 
     slab->next = ngx_nffi_slabs;
     ngx_nffi_slabs = slab;
