@@ -287,9 +287,11 @@ struct ngx_nffi_stream_s {
 
 
 /*
- * What the main thread reads and writes for every call comes first; what
- * runtime threads write too follows on cache lines of its own: pollers
- * draining read_answers made the main thread miss on magic, loaded,
+ * Three parts, each on cache lines of its own: what is written at load
+ * and unload only (magic, which every call and every take checks, among
+ * it); what the main thread writes for every call; what runtime threads
+ * write too.  Fields of the first two on one line made pollers miss on
+ * magic, and pollers draining read_answers made the main thread miss on
  * pending and the statistics (in one perf profile of 64 concurrent calls,
  * half of the module's samples).  Allocated aligned to a cache line.
  */
@@ -299,10 +301,7 @@ struct ngx_nffi_runtime_s {
 
     unsigned               loaded:1;     /* init returned 0, not unloaded */
     unsigned               failed:1;     /* init returned non-zero */
-    unsigned               wake_pending:1;
 
-    /* posted and not yet answered: bounded by max_queue */
-    ngx_uint_t             pending;
     ngx_uint_t             max_queue;
 
     /* event-loop rounds to poll for answers after a call (opts.loop_spin) */
@@ -311,21 +310,27 @@ struct ngx_nffi_runtime_s {
     /* the default window of its streams (opts.window) */
     size_t                 window;
 
+    time_t                 loaded_at;
+    ngx_nffi_runtime_t    *next;
+
+    /* what it was loaded with: the library file and cfg (NULL for nil) */
+    char                  *lib;
+    char                  *cfg;
+
+    /* posted and not yet answered: bounded by max_queue */
+    ngx_uint_t             pending
+                               __attribute__((aligned(NGX_CPU_CACHE_LINE)));
+
     /* statistics, all kept on the main thread: runtime:__stats() */
     ngx_nffi_stats_t       stats;
-    time_t                 loaded_at;
 
     /* local failures not logged yet, and when the last report was */
     ngx_uint_t             failures_unlogged[NGX_NFFI_FAILURES_REPORTED];
     ngx_msec_t             failures_logged_at;
     ngx_event_t            failures_event;
 
-    ngx_nffi_runtime_t    *next;
     ngx_nffi_runtime_t    *next_to_wake;
-
-    /* what it was loaded with: the library file and cfg (NULL for nil) */
-    char                  *lib;
-    char                  *cfg;
+    ngx_flag_t             wake_pending;
 
     /* answers read since the last push on read_answers, newest first */
     ngx_nffi_node_t       *read_batch;
