@@ -48,7 +48,26 @@ static double  ngx_nffi_clock_ns_per_tick = 1.0;
 int
 ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max)
 {
-    if (pthread_mutex_init(&q->mutex, NULL) != 0) {
+    int                  rc;
+    pthread_mutexattr_t  attr;
+
+    if (pthread_mutexattr_init(&attr) != 0) {
+        return -1;
+    }
+
+#if defined(__GLIBC__)
+    /*
+     * Held for a few instructions at a time: a main thread that found it
+     * taken slept in the kernel (futex) until a poller let go, where a
+     * short spin would have had it.
+     */
+    (void) pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+
+    rc = pthread_mutex_init(&q->mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+
+    if (rc != 0) {
         return -1;
     }
 
