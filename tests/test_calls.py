@@ -218,3 +218,47 @@ def test_method_name_and_abi_version_reach_the_runtime(nginx):
         ngx.say(stats:match("abi=%d+"))
     """))
     assert srv.get("/t").strip() == "abi=%d" % abi_version()
+
+
+def test_loops_of_calls_and_stream_reads_compile(nginx):
+    """LuaJIT compiles loops of calls and of stream reads: nothing in the
+    library that it cannot compile (a method lookup that closed an upvalue
+    on return aborted every trace through it, leaving callers' loops
+    interpreted)."""
+    srv = nginx(server=location("/t", RT + r"""
+        local jit = require "jit"
+        local funcinfo = require("jit.util").funcinfo
+        local traceerr = require("jit.vmdef").traceerr
+        local aborts = {}
+        -- NYI: what LuaJIT cannot compile (an inner loop aborts a trace
+        -- once, by design, and is compiled on its own)
+        local function on_trace(what, _, func, pc, err, info)
+            if what == "abort" then
+                local where = funcinfo(func, pc)
+                local why = string.format(traceerr[err], info)
+                if why:find("^NYI") and where.source
+                   and where.source:find("nonblocking_ffi")
+                then
+                    aborts[#aborts + 1] = where.loc .. " " .. why
+                end
+            end
+        end
+        jit.attach(on_trace, "trace")
+        for _ = 1, 2000 do
+            local ok, echoed = rt:echo("x")
+            assert(ok and echoed == "x")
+            ok, echoed = rt.echo(rt, "y")
+            assert(ok and echoed == "y")
+        end
+        for _ = 1, 300 do
+            local s = assert(rt:__stream("stream_count", "3,5"))
+            local chunks = 0
+            while s:read() do
+                chunks = chunks + 1
+            end
+            assert(chunks == 3)
+        end
+        jit.attach(on_trace)
+        ngx.say(#aborts, " ", table.concat(aborts, ", "))
+    """))
+    assert srv.get("/t").strip() == "0"

@@ -706,6 +706,16 @@ local function reserved()
 end
 
 
+-- a function of its own: a closure made in __index would have every
+-- return from __index close an upvalue (bytecode UCLO), which LuaJIT
+-- cannot compile, and no loop that calls a method would ever be compiled
+local function method_caller(name)
+    return function(self, req, timeout)
+        return call(self, name, req, timeout)
+    end
+end
+
+
 local runtime_mt = {
     __index = function(rt, name)
         local method = methods[name]
@@ -717,9 +727,7 @@ local runtime_mt = {
             return reserved
         end
 
-        method = function(self, req, timeout)
-            return call(self, name, req, timeout)
-        end
+        method = method_caller(name)
         if cached_methods < CACHED_METHODS_MAX then
             cached_methods = cached_methods + 1
             methods[name] = method
