@@ -32,6 +32,7 @@ static int ngx_nffi_queue_take(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
 static void ngx_nffi_queue_signal(ngx_nffi_queue_t *q, int readable);
 static int ngx_nffi_queue_open_wait_fd(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned most);
+static void ngx_nffi_queue_unlock(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_spin(ngx_nffi_queue_t *q, int budget);
 static void ngx_nffi_queue_spin_wasted(ngx_nffi_queue_t *q);
 static void ngx_nffi_queue_spin_wanted(ngx_nffi_queue_t *q);
@@ -87,6 +88,7 @@ ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max)
     q->signalled = 0;
     q->wait_fd = -1;
     q->armed = 0;
+    q->wakeups_given = 0;
     q->armed_ns = 0;
     q->burst_ns = 0;
     q->spin_max = spin_max < 0 ? 0 : spin_max;
@@ -171,7 +173,7 @@ ngx_nffi_queue_wake(ngx_nffi_queue_t *q)
         }
     }
 
-    pthread_mutex_unlock(&q->mutex);
+    ngx_nffi_queue_unlock(q);
 }
 
 
@@ -186,7 +188,7 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
     for ( ;; ) {
         if (q->head) {
             n = ngx_nffi_queue_take(q, nodes, max);
-            pthread_mutex_unlock(&q->mutex);
+            ngx_nffi_queue_unlock(q);
             return n;
         }
 
@@ -204,7 +206,7 @@ ngx_nffi_queue_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
 
             if (q->head) {
                 n = ngx_nffi_queue_take(q, nodes, max);
-                pthread_mutex_unlock(&q->mutex);
+                ngx_nffi_queue_unlock(q);
                 ngx_nffi_queue_spin_wanted(q);
                 return n;
             }
@@ -245,7 +247,7 @@ ngx_nffi_queue_try_pop(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes, int max)
         n = q->closed ? -1 : 0;
     }
 
-    pthread_mutex_unlock(&q->mutex);
+    ngx_nffi_queue_unlock(q);
 
     return n;
 }
@@ -307,7 +309,7 @@ ngx_nffi_queue_take_or_arm(ngx_nffi_queue_t *q, ngx_nffi_node_t **nodes,
         n = 0;
     }
 
-    pthread_mutex_unlock(&q->mutex);
+    ngx_nffi_queue_unlock(q);
 
     return n;
 }
@@ -341,30 +343,49 @@ ngx_nffi_queue_open_wait_fd(ngx_nffi_queue_t *q)
 
 /*
  * Under the mutex: wakes up to "most" armed consumers (one per node to
- * take).  A wake-up may find the node taken by a spinner; the consumer
- * then arms again.
+ * take) once the mutex is let go (ngx_nffi_queue_unlock()).  A wake-up may
+ * find the node taken by a spinner; the consumer then arms again.
  */
 
 static void
 ngx_nffi_queue_give(ngx_nffi_queue_t *q, unsigned most)
 {
     unsigned  wakeups;
-    uint64_t  count;
-    ssize_t   n;
 
     wakeups = q->armed < most ? q->armed : most;
 
-    if (wakeups == 0) {
+    __atomic_store_n(&q->armed, q->armed - wakeups, __ATOMIC_RELAXED);
+    q->wakeups_given += wakeups;
+}
+
+
+/*
+ * Lets go of the mutex, then writes the wake-ups given under it: a
+ * consumer woken while the mutex was still held found it taken and slept
+ * in the kernel for it (futex), for a few Go calls in a hundred.
+ */
+
+static void
+ngx_nffi_queue_unlock(ngx_nffi_queue_t *q)
+{
+    int       fd;
+    ssize_t   n;
+    uint64_t  count;
+
+    count = q->wakeups_given;
+    q->wakeups_given = 0;
+    /* set once, before anybody armed: the same after the unlock */
+    fd = q->wait_fd;
+
+    pthread_mutex_unlock(&q->mutex);
+
+    if (count == 0) {
         return;
     }
 
-    count = wakeups;
-
     do {
-        n = write(q->wait_fd, &count, sizeof(count));
+        n = write(fd, &count, sizeof(count));
     } while (n == -1 && errno == EINTR);
-
-    __atomic_store_n(&q->armed, q->armed - wakeups, __ATOMIC_RELAXED);
 }
 
 
@@ -402,7 +423,7 @@ ngx_nffi_queue_close(ngx_nffi_queue_t *q)
 
     /* armed consumers wait on the wait fd: each gets its wake-up */
     ngx_nffi_queue_give(q, q->armed);
-    pthread_mutex_unlock(&q->mutex);
+    ngx_nffi_queue_unlock(q);
 }
 
 

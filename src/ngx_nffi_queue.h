@@ -53,6 +53,8 @@ typedef struct {
      */
     int                  wait_fd;
     unsigned             armed;
+    /* wake-ups for armed consumers, written when the mutex is let go */
+    unsigned             wakeups_given;
     long long            armed_ns;    /* when one last armed */
     long long            burst_ns;    /* when a take last left nodes */
     /* sched_yield() rounds a consumer may spin before sleeping */
