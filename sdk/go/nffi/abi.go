@@ -86,6 +86,19 @@ nffi_go_answer(void *task, int rc, const char *data, int len, int is_nil,
     ngx_http_lua_nonblocking_ffi_respond(task, rc, p, len);
 }
 
+// Answers task as nffi_go_answer does, then takes the next task as
+// nffi_go_take does, in one crossing into C: the poller is back in the
+// queue's spin before the caller's next call can come, which then needs
+// no wake-up of another poller.
+static int
+nffi_go_answer_take(void *task, int rc, const char *data, int len,
+    int is_nil, int err_rc, void *tq, nffi_go_taken_t *t, int armed)
+{
+    nffi_go_answer(task, rc, data, len, is_nil, err_rc);
+
+    return nffi_go_take(tq, t, armed);
+}
+
 #define NFFI_GO_NO_MEMORY  (-100)
 
 // Sends a malloc'ed copy of len (> 0) bytes of data as a chunk of task's
@@ -256,19 +269,40 @@ type cgoTaker struct {
 }
 
 func (c *cgoTaker) take() task {
-	armed := C.int(0)
-	if c.wait != nil {
-		armed = 1
+	return c.takeAfter(C.nffi_go_take(c.q.p, c.taken, c.armed()))
+}
+
+// answerTake answers t and takes the next task (see answerTaker).
+func (c *cgoTaker) answerTake(t task, rc int, data []byte) task {
+	tt, ok := t.(*takenTask)
+	if !ok {
+		t.Respond(rc, data)
+		return c.take()
 	}
-	for {
-		n := C.nffi_go_take(c.q.p, c.taken, armed)
-		if n < 0 {
-			return nil
-		}
-		if n == 1 {
-			break
-		}
+	a, ok := tt.answer(rc, data)
+	if !ok {
+		return c.take()
+	}
+	return c.takeAfter(C.nffi_go_answer_take(tt.p, a.rc, a.data, a.len,
+		a.isNil, C.int(RCError), c.q.p, c.taken, c.armed()))
+}
+
+func (c *cgoTaker) armed() C.int {
+	if c.wait != nil {
+		return 1
+	}
+	return 0
+}
+
+// takeAfter finishes a take that returned n: waits on the queue's wait fd
+// and takes again while armed, then reads the task taken.
+func (c *cgoTaker) takeAfter(n C.int) task {
+	for n == 0 {
 		c.wait.wait()
+		n = C.nffi_go_take(c.q.p, c.taken, c.armed())
+	}
+	if n < 0 {
+		return nil
 	}
 	t := &takenTask{Task: Task{p: c.taken.task}}
 
@@ -358,10 +392,26 @@ func (t *Task) Cancelled() bool {
 // empty slice the empty string.  data is copied.  A second Respond on the
 // same Task is ignored and logged.
 func (t *Task) Respond(rc int, data []byte) {
+	if a, ok := t.answer(rc, data); ok {
+		C.nffi_go_answer(t.p, a.rc, a.data, a.len, a.isNil, C.int(RCError))
+	}
+}
+
+// cAnswer is an answer as nffi_go_answer takes it.
+type cAnswer struct {
+	rc    C.int
+	data  *C.char
+	len   C.int
+	isNil C.int
+}
+
+// answer marks t answered and returns its answer for C, or false when t
+// was answered before (logged).
+func (t *Task) answer(rc int, data []byte) (cAnswer, bool) {
 	if !t.answered.CompareAndSwap(false, true) {
 		Log(LevelErr, "nffi: a task was answered twice; the second answer "+
 			"is ignored")
-		return
+		return cAnswer{}, false
 	}
 
 	if rc < math.MinInt32 || rc > math.MaxInt32 {
@@ -373,15 +423,14 @@ func (t *Task) Respond(rc int, data []byte) {
 
 	// data goes to C only when it has bytes: the pointer of an empty slice
 	// may lie past the end of its memory
-	var p *C.char
+	a := cAnswer{rc: C.int(rc), len: C.int(len(data))}
 	if len(data) > 0 {
-		p = (*C.char)(unsafe.Pointer(&data[0]))
+		a.data = (*C.char)(unsafe.Pointer(&data[0]))
 	}
-	isNil := C.int(0)
 	if data == nil {
-		isNil = 1
+		a.isNil = 1
 	}
-	C.nffi_go_answer(t.p, C.int(rc), p, C.int(len(data)), isNil, C.int(RCError))
+	return a, true
 }
 
 // ErrClosed is what a stream's Send, Write and Read return once the Lua

@@ -28,6 +28,10 @@ type fakeQueue struct {
 	logs     []logLine
 	events   []string // "answer <method>", "close handler", in order
 	misuse   []string // contract violations seen
+
+	// takers without answerTake, as a queue other than cgoQueue may have
+	plainTakers bool
+	answerTakes int // answers sent by answerTake
 }
 
 type logLine struct {
@@ -117,7 +121,25 @@ func (q *fakeQueue) taker() taker {
 	}
 	q.takers++
 	q.cond.Broadcast()
+	if q.plainTakers {
+		return plainTaker{&fakeTaker{q: q}}
+	}
 	return &fakeTaker{q: q}
+}
+
+// plainTaker hides fakeTaker's answerTake.
+type plainTaker struct {
+	taker
+}
+
+// answerTake answers t and takes the next task, as cgoTaker does in one
+// call into C.
+func (tk *fakeTaker) answerTake(t task, rc int, rsp []byte) task {
+	t.Respond(rc, rsp)
+	tk.q.mu.Lock()
+	tk.q.answerTakes++
+	tk.q.mu.Unlock()
+	return tk.take()
 }
 
 func (tk *fakeTaker) take() task {

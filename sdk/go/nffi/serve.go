@@ -126,6 +126,14 @@ type queue interface {
 	log(level Level, msg string)
 }
 
+// answerTaker is a taker that also answers a task and takes the next one
+// in one step (cgoTaker: one crossing into C, so that the poller is back
+// in the queue's spin before the caller's next call comes, and no other
+// poller needs waking for it).
+type answerTaker interface {
+	answerTake(t task, rc int, rsp []byte) task
+}
+
 // taker takes tasks for one poller goroutine.
 type taker interface {
 	// take waits for a task and returns it, or nil once the runtime is
@@ -177,8 +185,9 @@ func (s *server) poll() {
 		s.pollers.Done()
 	}()
 
+	at, _ := tk.(answerTaker)
+	t := tk.take()
 	for {
-		t := tk.take()
 		if t == nil {
 			// every task was taken: calls still running end early
 			s.cancel(ErrUnloaded)
@@ -187,9 +196,16 @@ func (s *server) poll() {
 		if s.idle.Add(-1) == 0 {
 			s.startPoller()
 		}
-		if surplus := s.serve(t); surplus {
+		rc, rsp, surplus := s.serve(t)
+		if at != nil && !surplus {
+			t = at.answerTake(t, rc, rsp)
+			continue
+		}
+		t.Respond(rc, rsp)
+		if surplus {
 			return
 		}
+		t = tk.take()
 	}
 }
 
@@ -243,8 +259,9 @@ type server struct {
 	watching bool
 }
 
-// serve runs the call of t and answers it; see backToIdle for surplus.
-func (s *server) serve(t task) (surplus bool) {
+// serve runs the call of t and returns its answer, for the caller to
+// send; see backToIdle for surplus.
+func (s *server) serve(t task) (rc int, rsp []byte, surplus bool) {
 	ctx := &callContext{server: s, task: t}
 	var st *Stream
 	answered := false
@@ -274,13 +291,10 @@ func (s *server) serve(t task) (surplus bool) {
 		st.finish()
 	}
 
-	rc := 0
 	if err != nil {
 		rc, rsp = s.errorAnswer(method, err)
 	}
-	surplus = s.backToIdle()
-	t.Respond(rc, rsp)
-	return surplus
+	return rc, rsp, s.backToIdle()
 }
 
 // errorAnswer turns a handler's error into an answer.  The error is the

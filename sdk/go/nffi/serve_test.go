@@ -35,8 +35,19 @@ func (h closingHandler) Close() error {
 // returns.  Calls that never look at ctx never have their task's
 // "cancelled" flag read.
 func TestServeAll(t *testing.T) {
+	for _, plain := range []bool{false, true} {
+		t.Run(fmt.Sprintf("plainTakers=%v", plain), func(t *testing.T) {
+			serveAll(t, plain)
+		})
+	}
+}
+
+// serveAll: with takers that answer and take in one step (as cgoQueue's)
+// or that only take.
+func serveAll(t *testing.T, plain bool) {
 	const n = 200
 	q := newFakeQueue()
+	q.plainTakers = plain
 
 	// every handler waits until all n run at once: calls served one after
 	// the other, or by a fixed number of pollers, never get there
@@ -73,6 +84,10 @@ func TestServeAll(t *testing.T) {
 	}
 	if q.takers < n {
 		t.Errorf("%d pollers served %d calls that all ran at once", q.takers, n)
+	}
+	if plain != (q.answerTakes == 0) {
+		t.Errorf("%d answers sent by answerTake with plainTakers %v",
+			q.answerTakes, plain)
 	}
 }
 
