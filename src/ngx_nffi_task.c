@@ -59,6 +59,7 @@ static void ngx_nffi_task_reset_semaphore(ngx_nffi_task_t *t);
 static void ngx_nffi_task_keep_buffer(ngx_nffi_task_t *t);
 static void ngx_nffi_task_trim(ngx_event_t *ev);
 static void ngx_nffi_task_discard_answer(ngx_nffi_task_t *t);
+static size_t ngx_nffi_task_free_answers(ngx_nffi_node_t *node);
 static void ngx_nffi_task_request_done(void *data);
 
 
@@ -548,8 +549,6 @@ ngx_nffi_task_discard_answer(ngx_nffi_task_t *t)
 void
 ngx_nffi_task_hand_back_answers(ngx_nffi_runtime_t *rt)
 {
-    ngx_nffi_node_t  *node, *next;
-
     if (rt->read_batch == NULL) {
         return;
     }
@@ -564,10 +563,7 @@ ngx_nffi_task_hand_back_answers(ngx_nffi_runtime_t *rt)
                                   rt->read_batch_last);
 
     } else {
-        for (node = rt->read_batch; node; node = next) {
-            next = node->next;
-            free(node);
-        }
+        (void) ngx_nffi_task_free_answers(rt->read_batch);
     }
 
     rt->read_batch = NULL;
@@ -582,21 +578,34 @@ ngx_nffi_task_hand_back_answers(ngx_nffi_runtime_t *rt)
 void
 ngx_nffi_task_free_read_answers(ngx_nffi_runtime_t *rt)
 {
+    size_t  freed;
+
+    freed = ngx_nffi_task_free_answers(
+                ngx_nffi_stack_take_all(&rt->read_answers));
+
+    if (freed) {
+        __atomic_sub_fetch(&rt->read_answers_size, freed, __ATOMIC_RELAXED);
+    }
+}
+
+
+/* frees a list of read answers linked by next; returns their bytes */
+
+static size_t
+ngx_nffi_task_free_answers(ngx_nffi_node_t *node)
+{
     size_t            freed;
-    ngx_nffi_node_t  *node, *next;
+    ngx_nffi_node_t  *next;
 
     freed = 0;
 
-    for (node = ngx_nffi_stack_take_all(&rt->read_answers); node; node = next)
-    {
+    for ( /* void */ ; node; node = next) {
         next = node->next;
         freed += malloc_usable_size(node);
         free(node);
     }
 
-    if (freed) {
-        __atomic_sub_fetch(&rt->read_answers_size, freed, __ATOMIC_RELAXED);
-    }
+    return freed;
 }
 
 
