@@ -391,17 +391,11 @@ ngx_nffi_abi_take(void *tq, void **tasks, int max, int how)
         __atomic_store_n(&rt->polled, 1, __ATOMIC_RELAXED);
     }
 
-    ngx_nffi_task_free_read_answers(rt);
-
     switch (how) {
 
     case NGX_NFFI_TAKE_WAIT:
         n = ngx_nffi_queue_pop(&rt->queue, nodes, max);
-
-        if (n == 0) {
-            return -1;
-        }
-
+        n = (n == 0) ? -1 : n;
         break;
 
     case NGX_NFFI_TAKE_OR_ARM:
@@ -420,6 +414,13 @@ ngx_nffi_abi_take(void *tq, void **tasks, int max, int how)
         ngx_nffi_abi_debug("nonblocking_ffi: task #%ui taken by a poller of "
                            "%s", t->id, rt->lib);
     }
+
+    /*
+     * After the take, not before: a poller that has just answered must be
+     * counted as spinning before the caller's next call comes, or that
+     * call wakes an armed poller for nothing (and Go's scheduler with it).
+     */
+    ngx_nffi_task_free_read_answers(rt);
 
     return n;
 }
