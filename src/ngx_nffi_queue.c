@@ -717,6 +717,14 @@ ngx_nffi_stack_take_all(ngx_nffi_stack_t *s)
 {
     ngx_nffi_node_t  *node, *next, *oldest_first;
 
+    /*
+     * A load first: the event loop polls an empty stack, and an exchange
+     * would take its cache line from the thread about to push each time.
+     */
+    if (__atomic_load_n(&s->top, __ATOMIC_RELAXED) == NULL) {
+        return NULL;
+    }
+
     node = __atomic_exchange_n(&s->top, NULL, __ATOMIC_ACQUIRE);
     oldest_first = NULL;
 
