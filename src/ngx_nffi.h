@@ -329,8 +329,17 @@ struct ngx_nffi_runtime_s {
     ngx_msec_t             failures_logged_at;
     ngx_event_t            failures_event;
 
+    /*
+     * Listed for the end of the event-loop iteration's posted events:
+     * calls to push there (posted while others were in flight), and
+     * whether its pollers are to be woken then.
+     */
     ngx_nffi_runtime_t    *next_to_wake;
     ngx_flag_t             wake_pending;
+    ngx_flag_t             wake_wanted;
+    ngx_nffi_node_t       *to_push;
+    ngx_nffi_node_t       *to_push_last;
+    unsigned               to_push_n;
 
     /* answers read since the last push on read_answers, newest first */
     ngx_nffi_node_t       *read_batch;
@@ -418,6 +427,8 @@ ngx_int_t ngx_nffi_event_init(ngx_cycle_t *cycle);
 void ngx_nffi_event_done(void);
 void ngx_nffi_event_push_done(ngx_nffi_node_t *node);
 void ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt);
+void ngx_nffi_event_push_later(ngx_nffi_runtime_t *rt, ngx_nffi_node_t *node);
+void ngx_nffi_event_push_now(ngx_nffi_runtime_t *rt);
 void ngx_nffi_event_expect_answer(ngx_uint_t loop_spin);
 void ngx_nffi_event_loop_spin_max(ngx_uint_t loop_spin);
 void ngx_nffi_event_log(int level, const char *msg, size_t len);

@@ -8,7 +8,8 @@
  * only when a stack goes from empty to non-empty; the read handler takes
  * everything in one go.  In the other direction, runtimes that sleep are
  * woken once per event-loop iteration by a posted event, however many
- * calls were posted to them in it.
+ * calls were posted to them in it; the same event pushes, under one lock
+ * of the queue's mutex, the calls posted while others were in flight.
  *
  * A sleeping event loop costs a wake-up per answer (tens of microseconds on
  * a VM).  So after a call is posted, the loop polls the done stack for a
@@ -50,6 +51,7 @@ static void ngx_nffi_event_read_handler(ngx_event_t *ev);
 static ngx_uint_t ngx_nffi_event_take_done(void);
 static void ngx_nffi_event_write_logs(void);
 static void ngx_nffi_event_write_log(ngx_nffi_log_entry_t *entry);
+static void ngx_nffi_event_list_runtime(ngx_nffi_runtime_t *rt);
 static void ngx_nffi_event_wake_runtimes(ngx_event_t *ev);
 static void ngx_nffi_event_poll_answers(ngx_event_t *ev);
 
@@ -216,6 +218,62 @@ ngx_nffi_event_log(int level, const char *msg, size_t len)
 
 void
 ngx_nffi_event_wake_runtime(ngx_nffi_runtime_t *rt)
+{
+    rt->wake_wanted = 1;
+    ngx_nffi_event_list_runtime(rt);
+}
+
+
+/*
+ * A call posted while others are in flight: callers woken by one batch of
+ * answers post their next calls in the same pass over the posted events,
+ * and one lock of the queue's mutex for all of them costs the main thread
+ * less than one per call (at 64 concurrent calls into the C echo the
+ * mutex was 18 % of its time: docs/benchmark.md).
+ */
+
+void
+ngx_nffi_event_push_later(ngx_nffi_runtime_t *rt, ngx_nffi_node_t *node)
+{
+    node->next = NULL;
+
+    if (rt->to_push_last) {
+        rt->to_push_last->next = node;
+
+    } else {
+        rt->to_push = node;
+    }
+
+    rt->to_push_last = node;
+    rt->to_push_n++;
+
+    ngx_nffi_event_list_runtime(rt);
+}
+
+
+/* before the queue closes, and from the posted event */
+
+void
+ngx_nffi_event_push_now(ngx_nffi_runtime_t *rt)
+{
+    if (rt->to_push == NULL) {
+        return;
+    }
+
+    if (ngx_nffi_queue_push_chain(&rt->queue, rt->to_push, rt->to_push_last,
+                                  rt->to_push_n))
+    {
+        rt->wake_wanted = 1;
+    }
+
+    rt->to_push = NULL;
+    rt->to_push_last = NULL;
+    rt->to_push_n = 0;
+}
+
+
+static void
+ngx_nffi_event_list_runtime(ngx_nffi_runtime_t *rt)
 {
     if (rt->wake_pending) {
         return;
@@ -473,6 +531,14 @@ ngx_nffi_event_wake_runtimes(ngx_event_t *ev)
         rt = ngx_nffi_runtimes_to_wake;
         ngx_nffi_runtimes_to_wake = rt->next_to_wake;
         rt->wake_pending = 0;
+
+        ngx_nffi_event_push_now(rt);
+
+        if (!rt->wake_wanted) {
+            continue;
+        }
+
+        rt->wake_wanted = 0;
 
         ngx_log_debug1(NGX_LOG_DEBUG_CORE, ngx_nffi_worker.log, 0,
                        "nonblocking_ffi: waking the pollers of %s", rt->lib);

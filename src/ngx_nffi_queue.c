@@ -117,22 +117,30 @@ ngx_nffi_queue_destroy(ngx_nffi_queue_t *q)
 int
 ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node)
 {
+    return ngx_nffi_queue_push_chain(q, node, node, 1);
+}
+
+
+int
+ngx_nffi_queue_push_chain(ngx_nffi_queue_t *q, ngx_nffi_node_t *first,
+    ngx_nffi_node_t *last, unsigned n)
+{
     int  sleeping;
 
-    node->next = NULL;
+    last->next = NULL;
 
     pthread_mutex_lock(&q->mutex);
 
     if (q->tail) {
-        q->tail->next = node;
+        q->tail->next = first;
 
     } else {
         /* spinning consumers read head without the mutex */
-        __atomic_store_n(&q->head, node, __ATOMIC_RELEASE);
+        __atomic_store_n(&q->head, first, __ATOMIC_RELEASE);
     }
 
-    q->tail = node;
-    __atomic_store_n(&q->length, q->length + 1, __ATOMIC_RELAXED);
+    q->tail = last;
+    __atomic_store_n(&q->length, q->length + n, __ATOMIC_RELAXED);
 
     if (q->length > q->length_max) {
         __atomic_store_n(&q->length_max, q->length, __ATOMIC_RELAXED);

@@ -72,11 +72,14 @@ int ngx_nffi_queue_init(ngx_nffi_queue_t *q, int spin_max);
 void ngx_nffi_queue_destroy(ngx_nffi_queue_t *q);
 
 /*
- * Appends a node; returns 1 when a consumer sleeps (on the condition
+ * Appends a node (or, under one lock, a chain of n nodes linked by next,
+ * first to last); returns 1 when a consumer sleeps (on the condition
  * variable, and none spins; or on the eventfd) and should be woken with
  * ngx_nffi_queue_wake(), which the caller may defer to batch wakes.
  */
 int ngx_nffi_queue_push(ngx_nffi_queue_t *q, ngx_nffi_node_t *node);
+int ngx_nffi_queue_push_chain(ngx_nffi_queue_t *q, ngx_nffi_node_t *first,
+    ngx_nffi_node_t *last, unsigned n);
 void ngx_nffi_queue_wake(ngx_nffi_queue_t *q);
 
 /*

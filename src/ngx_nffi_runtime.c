@@ -330,9 +330,20 @@ ngx_nffi_runtime_post(ngx_nffi_runtime_t *rt, ngx_nffi_task_t *t)
                    "%ui pending",
                    t->id, rt->lib, t->buf, t->req_len, rt->pending);
 
-    /* the queue's mutex publishes the task to the runtime's threads */
-    if (ngx_nffi_queue_push(&rt->queue, &t->node)) {
-        ngx_nffi_event_wake_runtime(rt);
+    /*
+     * The queue's mutex publishes the task to the runtime's threads.  A
+     * call alone in flight goes at once, for a spinning poller to start
+     * on while this thread goes on; the others are pushed together.  Those
+     * wait in posted order and come after it (it is pending until its
+     * answer is taken): the queue stays first in, first out.
+     */
+    if (rt->pending == 1) {
+        if (ngx_nffi_queue_push(&rt->queue, &t->node)) {
+            ngx_nffi_event_wake_runtime(rt);
+        }
+
+    } else {
+        ngx_nffi_event_push_later(rt, &t->node);
     }
 
     ngx_nffi_event_expect_answer(rt->loop_spin);
@@ -415,6 +426,7 @@ ngx_nffi_runtime_unload(ngx_nffi_runtime_t *rt)
 
     /* from here on, answers read are freed at once */
     rt->loaded = 0;
+    ngx_nffi_event_push_now(rt);
     ngx_nffi_queue_close(&rt->queue);
     ngx_nffi_task_hand_back_answers(rt);
     ngx_nffi_task_free_read_answers(rt);

@@ -124,6 +124,37 @@ def test_runtime_answering_twice_is_an_alert_not_a_crash(nginx):
     srv.wait_log(r"answered twice", count=20)
 
 
+def test_calls_reach_the_runtime_in_the_order_they_were_made(nginx):
+    # a call alone in flight is queued at once, the calls made while others
+    # are in flight together at the end of the event loop's pass: one
+    # poller sees them all in the callers' order, across passes too
+    srv = nginx(server=location("/t", r"""
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1,o"))
+        local threads = {}
+        for i = 1, 60 do
+            threads[i] = ngx.thread.spawn(function()
+                return rt:taken_as()
+            end)
+            if i % 20 == 0 then
+                ngx.sleep(0)
+            end
+        end
+        local places = {}
+        for i = 1, 60 do
+            local _, ok, place = ngx.thread.wait(threads[i])
+            places[i] = ok and tonumber(place)
+        end
+        local in_order = 0
+        for i = 2, 60 do
+            if places[i] and places[i] == places[i - 1] + 1 then
+                in_order = in_order + 1
+            end
+        end
+        ngx.say(in_order)
+    """))
+    assert srv.get("/t").strip() == "59"
+
+
 def test_unload_answers_queued_calls_then_all_pollers_see_null(nginx):
     srv = nginx(server=location("/t", r"""
         local stats = assert(ngx.load_nonblocking_ffi(RUNTIME, "stats"))
@@ -158,6 +189,38 @@ def test_unload_answers_queued_calls_then_all_pollers_see_null(nginx):
     assert srv.get("/t").splitlines() == [
         "true false 'unloaded'", "answered 9", "pollers ended 3",
         "true true 'again'"]
+
+
+def test_unload_answers_calls_made_just_before_it(nginx):
+    # the first call is queued at once; the others wait for the end of the
+    # event loop's pass, which comes after the unload: they must reach the
+    # queue before it closes, or the poller sees the end without them
+    srv = nginx(server=location("/t", r"""
+        local ffi = require "ffi"
+        ffi.cdef "int nffi_test_pollers_ended(void);"
+        local lib = ffi.load(RUNTIME)
+        local ended = lib.nffi_test_pollers_ended()
+        local rt = assert(ngx.load_nonblocking_ffi(RUNTIME, "threads=1,u"))
+        local threads = {}
+        for i = 1, 5 do
+            threads[i] = ngx.thread.spawn(function()
+                return rt:echo("call " .. i, 5)
+            end)
+        end
+        rt:__unload()
+        -- no yield until the poller is gone
+        local deadline = ngx.now() + 10
+        while lib.nffi_test_pollers_ended() == ended
+              and ngx.now() < deadline do
+            ngx.update_time()
+        end
+        for i = 1, 5 do
+            local _, ok, res = ngx.thread.wait(threads[i])
+            ngx.say(ok, " ", res)
+        end
+    """))
+    assert srv.get("/t").splitlines() == [
+        "true call %d" % i for i in range(1, 6)]
 
 
 def test_40_runtimes_in_one_worker(nginx):

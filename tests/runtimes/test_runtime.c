@@ -447,6 +447,19 @@ test_rt_wait_cancel(void *task, const char *req, int len)
 }
 
 
+/* this task's place among those taken: with one poller, the queue's order */
+
+static void
+test_rt_taken_as(void *task, const char *req, int len)
+{
+    char  text[32];
+
+    snprintf(text, sizeof(text), "%d",
+             __atomic_load_n(&test_rt_polled, __ATOMIC_RELAXED));
+    test_rt_answer_text(task, 0, text);
+}
+
+
 static void
 test_rt_stats(void *task, const char *req, int len)
 {
@@ -974,6 +987,7 @@ static const test_rt_method_t  test_rt_methods[] = {
     { "log", test_rt_log },
     { "wait_cancel", test_rt_wait_cancel },
     { "stats", test_rt_stats },
+    { "taken_as", test_rt_taken_as },
     { "take_misuse", test_rt_take_misuse },
     { "stream_count", test_rt_stream_count },
     { "stream_echo", test_rt_stream_echo },
@@ -1166,6 +1180,18 @@ test_rt_setting(const char *cfg, const char *name, int dflt)
     }
 
     return dflt;
+}
+
+
+/*
+ * For a test that must see the pollers end before it lets the event loop
+ * run (it calls this through LuaJIT's FFI): "stats" would need a call.
+ */
+
+int
+nffi_test_pollers_ended(void)
+{
+    return __atomic_load_n(&test_rt_pollers_ended, __ATOMIC_RELAXED);
 }
 
 

@@ -40,6 +40,8 @@
 #define MPMC_BATCH_MAX       16
 /* producers with an odd id defer their wakes over this many pushes */
 #define MPMC_WAKE_BATCH      8
+/* producers with an id of 2 or more push chains of 1 to this many nodes */
+#define MPMC_CHAIN_MAX       7
 
 /* how an mpmc consumer waits */
 #define MPMC_BLOCKING        0
@@ -110,6 +112,7 @@ typedef struct {
     int                  id;
     int                  count;
     int                  batched_wake;
+    int                  chains;
 } mpmc_producer_t;
 
 
@@ -201,6 +204,7 @@ static void *stack_producer(void *data);
 static void *stack_consumer(void *data);
 static void stack_mpsc_run(void);
 
+static void test_pop_in_order(ngx_nffi_queue_t *q, int count);
 static void test_queue_fifo_sequential(void);
 static void test_queue_spsc_spin0(void);
 static void test_queue_spsc_spin50(void);
@@ -478,15 +482,35 @@ mpmc_producer(void *data)
 {
     mpmc_producer_t  *p = data;
 
-    int  i, pending;
+    int  i, n, j, pending, sleeping;
 
     pending = 0;
 
-    for (i = 0; i < p->count; i++) {
-        p->items[i].producer = p->id;
-        p->items[i].seq = i;
+    for (i = 0; i < p->count; i += n) {
+        n = 1;
 
-        if (ngx_nffi_queue_push(p->q, &p->items[i].node)) {
+        if (p->chains) {
+            n = 1 + i % MPMC_CHAIN_MAX;
+            n = n < p->count - i ? n : p->count - i;
+        }
+
+        for (j = i; j < i + n; j++) {
+            p->items[j].producer = p->id;
+            p->items[j].seq = j;
+            p->items[j].node.next = (j + 1 < i + n) ? &p->items[j + 1].node
+                                                    : NULL;
+        }
+
+        if (n == 1) {
+            sleeping = ngx_nffi_queue_push(p->q, &p->items[i].node);
+
+        } else {
+            sleeping = ngx_nffi_queue_push_chain(p->q, &p->items[i].node,
+                                                 &p->items[i + n - 1].node,
+                                                 (unsigned) n);
+        }
+
+        if (sleeping) {
             if (p->batched_wake) {
                 pending = 1;
 
@@ -496,8 +520,8 @@ mpmc_producer(void *data)
         }
 
         if (pending
-            && (i % MPMC_WAKE_BATCH == MPMC_WAKE_BATCH - 1
-                || i == p->count - 1))
+            && ((i + n) / MPMC_WAKE_BATCH != i / MPMC_WAKE_BATCH
+                || i + n == p->count))
         {
             ngx_nffi_queue_wake(p->q);
             pending = 0;
@@ -728,6 +752,7 @@ mpmc_run(int spin_max, unsigned seed, int event_loops, int armed)
         p[i].id = i;
         p[i].count = MPMC_ITEMS;
         p[i].batched_wake = i & 1;
+        p[i].chains = i >= 2;
         CHECK(pthread_create(&pt[i], NULL, mpmc_producer, &p[i]) == 0);
     }
 
@@ -1068,10 +1093,36 @@ stack_consumer(void *data)
 }
 
 
+/* takes count nodes, 8 at a time, expecting seq 0 to count - 1 */
+
+static void
+test_pop_in_order(ngx_nffi_queue_t *q, int count)
+{
+    int               i, n, next, expect;
+    ngx_nffi_node_t  *nodes[8];
+
+    for (next = 0; next < count; next += n) {
+        n = ngx_nffi_queue_pop(q, nodes, 8);
+        expect = count - next < 8 ? count - next : 8;
+        CHECK(n == expect);
+        if (n != expect) {
+            return;
+        }
+
+        for (i = 0; i < n; i++) {
+            CHECK(test_item(nodes[i])->seq == next + i);
+            CHECK(nodes[i]->next == NULL);
+        }
+    }
+
+    CHECK(q->length == 0 && q->head == NULL && q->tail == NULL);
+}
+
+
 static void
 test_queue_fifo_sequential(void)
 {
-    int               i, n, next, expect;
+    int               i, n;
     test_item_t       items[100];
     ngx_nffi_node_t  *nodes[8];
     ngx_nffi_queue_t  q;
@@ -1104,24 +1155,7 @@ test_queue_fifo_sequential(void)
         CHECK(ngx_nffi_queue_push(&q, &items[i].node) == 0);
     }
 
-    next = 0;
-
-    while (next < 100) {
-        n = ngx_nffi_queue_pop(&q, nodes, 8);
-        expect = 100 - next < 8 ? 100 - next : 8;
-        CHECK(n == expect);
-        if (n != expect) {
-            return;
-        }
-
-        for (i = 0; i < n; i++) {
-            CHECK(test_item(nodes[i])->seq == next);
-            CHECK(nodes[i]->next == NULL);
-            next++;
-        }
-    }
-
-    CHECK(q.length == 0 && q.head == NULL && q.tail == NULL);
+    test_pop_in_order(&q, 100);
 
     /* a partial take keeps the tail right for later pushes */
 
@@ -1148,6 +1182,23 @@ test_queue_fifo_sequential(void)
     }
 
     CHECK(q.length == 0 && q.head == NULL && q.tail == NULL);
+
+    /* a chain goes in behind what is queued, and keeps the tail right */
+
+    CHECK(ngx_nffi_queue_push(&q, &items[0].node) == 0);
+
+    for (i = 1; i < 10; i++) {
+        items[i].node.next = (i < 9) ? &items[i + 1].node : &items[0].node;
+    }
+
+    /* the chain's last next is the queue's to set */
+    CHECK(ngx_nffi_queue_push_chain(&q, &items[1].node, &items[9].node, 9)
+          == 0);
+    CHECK(q.length == 10 && q.tail == &items[9].node);
+    CHECK(ngx_nffi_queue_push(&q, &items[10].node) == 0);
+    CHECK(q.length == 11);
+
+    test_pop_in_order(&q, 11);
 
     ngx_nffi_queue_destroy(&q);
 
