@@ -47,7 +47,7 @@
 
 
 /* the project's version (CHANGELOG.md; the Lua library has the same) */
-#define NGX_NFFI_VERSION        "0.5.2"
+#define NGX_NFFI_VERSION        "0.5.3"
 
 #define NGX_NFFI_TASK_MAGIC     0x6e666654  /* "nffT" */
 #define NGX_NFFI_RUNTIME_MAGIC  0x6e666652  /* "nffR" */

@@ -194,7 +194,7 @@ local runtimes = {}
 -- version: the project's version (CHANGELOG.md), the same as the module's
 -- startup log line; abi_version: NONBLOCKING_FFI_ABI_VERSION of the loaded
 -- module, the newest ABI a runtime may be built for
-local _M = { version = "0.5.2",
+local _M = { version = "0.5.3",
              abi_version = C.ngx_http_lua_nonblocking_ffi_abi_version(),
              LATENCY_LE = LATENCY_LE }
 

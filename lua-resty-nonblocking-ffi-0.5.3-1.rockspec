@@ -6,11 +6,11 @@
 
 rockspec_format = "3.0"
 package = "lua-resty-nonblocking-ffi"
-version = "0.5.2-1"
+version = "0.5.3-1"
 
 source = {
     url = "git+https://github.com/lua-resty-nonblocking-ffi/lua-resty-nonblocking-ffi.git",
-    tag = "v0.5.2",
+    tag = "v0.5.3",
 }
 
 description = {
