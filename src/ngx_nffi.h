@@ -334,8 +334,8 @@ struct ngx_nffi_runtime_s {
      * calls to push there (posted while others were in flight), and
      * whether its pollers are to be woken then.
      */
-    ngx_nffi_runtime_t    *next_to_wake;
-    ngx_flag_t             wake_pending;
+    ngx_nffi_runtime_t    *next_listed;
+    ngx_flag_t             listed;
     ngx_flag_t             wake_wanted;
     ngx_nffi_node_t       *to_push;
     ngx_nffi_node_t       *to_push_last;

@@ -52,7 +52,7 @@ static ngx_uint_t ngx_nffi_event_take_done(void);
 static void ngx_nffi_event_write_logs(void);
 static void ngx_nffi_event_write_log(ngx_nffi_log_entry_t *entry);
 static void ngx_nffi_event_list_runtime(ngx_nffi_runtime_t *rt);
-static void ngx_nffi_event_wake_runtimes(ngx_event_t *ev);
+static void ngx_nffi_event_hand_over(ngx_event_t *ev);
 static void ngx_nffi_event_poll_answers(ngx_event_t *ev);
 
 
@@ -66,8 +66,8 @@ static pthread_mutex_t      ngx_nffi_wake_mutex = PTHREAD_MUTEX_INITIALIZER;
 static int                  ngx_nffi_wake_fd = -1;
 static ngx_connection_t    *ngx_nffi_wake_conn;
 
-static ngx_event_t          ngx_nffi_runtime_wake_event;
-static ngx_nffi_runtime_t  *ngx_nffi_runtimes_to_wake;
+static ngx_event_t          ngx_nffi_hand_over_event;
+static ngx_nffi_runtime_t  *ngx_nffi_runtimes_listed;
 
 /* an answer this soon after its call would have been caught by polling */
 #define NGX_NFFI_SHORT_WAIT_NS  200000
@@ -112,9 +112,9 @@ ngx_nffi_event_init(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    ngx_nffi_runtime_wake_event.handler = ngx_nffi_event_wake_runtimes;
-    ngx_nffi_runtime_wake_event.log = cycle->log;
-    ngx_nffi_runtimes_to_wake = NULL;
+    ngx_nffi_hand_over_event.handler = ngx_nffi_event_hand_over;
+    ngx_nffi_hand_over_event.log = cycle->log;
+    ngx_nffi_runtimes_listed = NULL;
 
     ngx_nffi_poll_event.handler = ngx_nffi_event_poll_answers;
     ngx_nffi_poll_event.log = cycle->log;
@@ -142,8 +142,8 @@ ngx_nffi_event_done(void)
         return;
     }
 
-    if (ngx_nffi_runtime_wake_event.posted) {
-        ngx_delete_posted_event(&ngx_nffi_runtime_wake_event);
+    if (ngx_nffi_hand_over_event.posted) {
+        ngx_delete_posted_event(&ngx_nffi_hand_over_event);
     }
 
     if (ngx_nffi_poll_event.posted) {
@@ -275,16 +275,16 @@ ngx_nffi_event_push_now(ngx_nffi_runtime_t *rt)
 static void
 ngx_nffi_event_list_runtime(ngx_nffi_runtime_t *rt)
 {
-    if (rt->wake_pending) {
+    if (rt->listed) {
         return;
     }
 
-    rt->wake_pending = 1;
-    rt->next_to_wake = ngx_nffi_runtimes_to_wake;
-    ngx_nffi_runtimes_to_wake = rt;
+    rt->listed = 1;
+    rt->next_listed = ngx_nffi_runtimes_listed;
+    ngx_nffi_runtimes_listed = rt;
 
-    if (!ngx_nffi_runtime_wake_event.posted) {
-        ngx_post_event(&ngx_nffi_runtime_wake_event, &ngx_posted_events);
+    if (!ngx_nffi_hand_over_event.posted) {
+        ngx_post_event(&ngx_nffi_hand_over_event, &ngx_posted_events);
     }
 }
 
@@ -523,14 +523,14 @@ ngx_nffi_event_write_log(ngx_nffi_log_entry_t *entry)
 
 
 static void
-ngx_nffi_event_wake_runtimes(ngx_event_t *ev)
+ngx_nffi_event_hand_over(ngx_event_t *ev)
 {
     ngx_nffi_runtime_t  *rt;
 
-    while (ngx_nffi_runtimes_to_wake) {
-        rt = ngx_nffi_runtimes_to_wake;
-        ngx_nffi_runtimes_to_wake = rt->next_to_wake;
-        rt->wake_pending = 0;
+    while (ngx_nffi_runtimes_listed) {
+        rt = ngx_nffi_runtimes_listed;
+        ngx_nffi_runtimes_listed = rt->next_listed;
+        rt->listed = 0;
 
         ngx_nffi_event_push_now(rt);
 
