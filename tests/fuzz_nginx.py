@@ -312,10 +312,16 @@ def run(target, seconds, seed, out):
         while time.monotonic() < deadline and not problems:
             case_seed = rng.getrandbits(32)
             source, check = TARGETS[target](random.Random(case_seed))
-            status, body = srv.request("/lua", method="POST",
-                                       body=source.encode())
+            try:
+                status, body = srv.request("/lua", method="POST",
+                                           body=source.encode())
+            except OSError as e:
+                # a case that never ends is printed like any other
+                status, body = None, str(e).encode()
             text = body.decode("utf-8", "replace").strip()
-            if status != 200:
+            if status is None:
+                problem = "no response: %s" % text[:500]
+            elif status != 200:
                 problem = "HTTP %d: %s" % (status, text[:500])
             elif text.startswith("raised "):
                 problem = text[:500]
